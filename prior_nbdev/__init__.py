@@ -1,0 +1,6 @@
+__version__ = "0.0.1"
+
+# The package's public names, re-exported from the chapters that define them (nbdev writes the modules from nbs/).
+from .schedule import *
+from .network import *
+from .prior import *

@@ -4,3 +4,7 @@ __version__ = "0.0.1"
 from .schedule import *
 from .network import *
 from .prior import *
+from .data import *
+from .trainer import *
+from .metrics import *
+from .clip import *

@@ -8,3 +8,4 @@ from .data import *
 from .trainer import *
 from .metrics import *
 from .clip import *
+from .train import *

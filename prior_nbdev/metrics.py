@@ -43,17 +43,20 @@ class MeanAccumulator:
         self.sums[name] = self.sums.get(name, 0.) + mean.detach().double().cpu() * weight
         self.counts[name] = self.counts.get(name, 0) + weight
 
-    def reduce(self, accelerator=None):
-        "Sum the accumulators of all processes (every process must call this with the same names)."
+    def reduce(self, accelerator=None, names:list[str]|None=None):
+        "Sum the accumulators of all processes over `names` (every process must pass the same; a process may have none)."
         if accelerator is None or accelerator.num_processes == 1: return self
-        names = sorted(self.sums)
+        names = sorted(self.sums) if names is None else list(names)
+        for n in names: self.sums.setdefault(n, 0.); self.counts.setdefault(n, 0)
         packed = torch.tensor([[float(self.sums[n]), float(self.counts[n])] for n in names], dtype=torch.float64, device=accelerator.device)
         packed = accelerator.reduce(packed, reduction='sum').cpu()
         self.sums = {n: packed[i, 0] for i, n in enumerate(names)}
         self.counts = {n: int(packed[i, 1]) for i, n in enumerate(names)}
         return self
 
-    def means(self)->dict[str, float]: return {n: float(self.sums[n] / self.counts[n]) for n in self.sums}
+    def means(self)->dict[str, float]:
+        "Mean of each name (NaN for a name that saw no samples)."
+        return {n: float(self.sums[n] / self.counts[n]) if self.counts[n] else float('nan') for n in self.sums}
 
 # %% ../nbs/06_metrics.ipynb #000c
 def recall_at_k(queries:Tensor,   # (n, d) one query per gallery item
@@ -120,11 +123,12 @@ def evaluate_prior(prior,                       # The online DiffusionPrior
             gallery['image'].append(inputs['image_embed'].float().cpu()); gallery['text'].append(text_cond['text_embed'].float().cpu())
             gallery['predicted'].append(predicted.float().cpu())
     prior.train(was_training[0]); ema_prior.train(was_training[1])
-    acc.reduce(accelerator)
+    # a process whose share of the split is empty still takes part in every collective, with nothing to add
+    acc.reduce(accelerator, names=METRIC_KEYS)
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
-        gallery = {k: [torch.cat(v)] if v else [] for k, v in gallery.items()}
-        gallery = {k: gather_object(v) for k, v in gallery.items()}
+        gallery = {k: gather_object([torch.cat(v)] if v else []) for k, v in gallery.items()}
+    if not gallery['image']: raise ValueError('the evaluation split has no rows')
     gallery = {k: torch.cat(v) for k, v in gallery.items()}
     metrics = acc.means()
     for k, r in recall_at_k(gallery['predicted'], gallery['image'], recall_ks).items(): metrics[f'prior_recall@{k}'] = r

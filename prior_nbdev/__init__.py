@@ -9,3 +9,4 @@ from .trainer import *
 from .metrics import *
 from .clip import *
 from .train import *
+from .checkpoint import *

@@ -7,26 +7,33 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn.functional as F
+from dataclasses import dataclass, replace
 from torch import nn, Tensor
 from einops.layers.torch import Rearrange
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['LayerNorm', 'RotaryEmbedding', 'apply_rotary', 'RelPosBias', 'Attention', 'SwiGLU', 'FeedForward',
-           'CausalTransformer', 'SinusoidalPosEmb', 'MLP', 'DiffusionPriorNetwork', 'keep_mask']
+__all__ = ['NUMERICS', 'LayerNorm', 'RotaryEmbedding', 'apply_rotary', 'RelPosBias', 'Attention', 'SwiGLU', 'FeedForward',
+           'Numerics', 'numerics_for_release', 'as_numerics', 'CausalTransformer', 'SinusoidalPosEmb', 'MLP',
+           'DiffusionPriorNetwork', 'keep_mask']
 
 # %% ../nbs/02_network.ipynb #0006
 class LayerNorm(nn.Module):
     "LayerNorm with a learned gain `g`, no bias, and a larger epsilon below float32."
-    def __init__(self, dim:int, eps:float=1e-5, fp16_eps:float=1e-3, stable:bool=False):
+    def __init__(self, dim:int, eps:float=1e-5,
+                 fp16_eps:float|None=1e-3, # epsilon for inputs below float32 (None: always `eps`, as before 1.4.3)
+                 stable:bool=False,
+                 bias:bool=False):         # a fixed zero bias buffer `beta`, as dalle2-pytorch <= 0.15 saved it
         super().__init__()
         self.eps, self.fp16_eps, self.stable = eps, fp16_eps, stable
         self.g = nn.Parameter(torch.ones(dim))
+        if bias: self.register_buffer('beta', torch.zeros(dim))
+        else: self.beta = None
 
     def forward(self, x:Tensor)->Tensor:
-        eps = self.eps if x.dtype == torch.float32 else self.fp16_eps
+        eps = self.eps if x.dtype == torch.float32 or self.fp16_eps is None else self.fp16_eps
         if self.stable: x = x / x.amax(dim=-1, keepdim=True).detach()
-        return F.layer_norm(x, x.shape[-1:], self.g.to(x.dtype), None, eps)
+        return F.layer_norm(x, x.shape[-1:], self.g.to(x.dtype), None if self.beta is None else self.beta.to(x.dtype), eps)
 
 # %% ../nbs/02_network.ipynb #0009
 class RotaryEmbedding(nn.Module):
@@ -82,18 +89,22 @@ class Attention(nn.Module):
     "Pre-norm multi-query attention with a learned null key/value and cosine-similarity scores."
     def __init__(self, dim:int, *, dim_head:int=64, heads:int=8, dropout:float=0.,
                  rotary_emb:RotaryEmbedding|None=None, # Shared by every layer; None: no rotary embedding
-                 cosine_sim_scale:float=16.):          # Multiplies the cosine similarity
+                 cosine_sim_scale:float=16.,           # Multiplies the cosine similarity
+                 cosine_sim:bool=True,                 # False: scaled dot products (dalle2-pytorch before 1.4.3)
+                 norm_kwargs:dict|None=None):          # LayerNorm options of a historic release
         super().__init__()
-        self.heads, self.dim_head, self.dropout, self.cosine_sim_scale = heads, dim_head, dropout, cosine_sim_scale
-        self.norm = LayerNorm(dim)
+        self.heads, self.dim_head, self.dropout, self.cosine_sim = heads, dim_head, dropout, cosine_sim
+        self.scale = cosine_sim_scale if cosine_sim else dim_head ** -0.5
+        norm_kwargs = norm_kwargs or {}
+        self.norm = LayerNorm(dim, **norm_kwargs)
         self.null_kv = nn.Parameter(torch.randn(2, dim_head))
         self.to_q = nn.Linear(dim, dim_head * heads, bias=False)
         self.to_kv = nn.Linear(dim, dim_head * 2, bias=False)
         self.rotary_emb = rotary_emb
-        self.to_out = nn.Sequential(nn.Linear(dim_head * heads, dim, bias=False), LayerNorm(dim))
+        self.to_out = nn.Sequential(nn.Linear(dim_head * heads, dim, bias=False), LayerNorm(dim, **norm_kwargs))
 
     def forward(self, x:Tensor,              # (b, n, dim) the new tokens
-                attn_mask:Tensor,            # (heads, n, 1 + past + n) additive: position bias, -inf where masked
+                attn_mask:Tensor,            # (heads or b·heads..., n, 1 + past + n) additive: position bias, -inf where masked
                 rotary:tuple[Tensor, Tensor]|None=None, # cos, sin (n, r) at the new tokens' positions
                 past_kv:tuple[Tensor, Tensor]|None=None, # keys, values (b, past, dim_head) of earlier tokens
                )->tuple[Tensor, tuple[Tensor, Tensor]]:  # (b, n, dim) output; keys, values (b, n, dim_head) of x
@@ -102,16 +113,16 @@ class Attention(nn.Module):
         q = self.to_q(x).unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2)  # (b, h, n, d)
         k, v = self.to_kv(x).chunk(2, dim=-1)                                         # (b, n, d) each
         if rotary is not None: q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        null_k, null_v = self.null_kv[0], self.null_kv[1]
+        if self.cosine_sim: q, k, null_k = F.normalize(q, dim=-1), F.normalize(k, dim=-1), F.normalize(null_k, dim=-1)
         new_kv = (k, v)
-        null_k, null_v = F.normalize(self.null_kv[0], dim=-1), self.null_kv[1]
         keys = [null_k.to(k.dtype).expand(b, 1, -1)] + ([past_kv[0]] if past_kv is not None else []) + [k]
         values = [null_v.to(v.dtype).expand(b, 1, -1)] + ([past_kv[1]] if past_kv is not None else []) + [v]
         k, v = torch.cat(keys, dim=1), torch.cat(values, dim=1)                      # (b, 1 + past + n, d)
         out = F.scaled_dot_product_attention(
             q, k[:, None].expand(-1, self.heads, -1, -1), v[:, None].expand(-1, self.heads, -1, -1),
             attn_mask=attn_mask.to(q.dtype), dropout_p=self.dropout if self.training else 0.,
-            scale=self.cosine_sim_scale)                                              # (b, h, n, d)
+            scale=self.scale)                                                         # (b, h, n, d)
         return self.to_out(out.transpose(1, 2).flatten(2)), new_kv
 
 # %% ../nbs/02_network.ipynb #0012
@@ -123,13 +134,58 @@ class SwiGLU(nn.Module):
 
 class FeedForward(nn.Sequential):
     "norm → Linear(dim, 2·mult·dim) → SwiGLU → (norm if normformer) → dropout → Linear(mult·dim, dim)"
-    def __init__(self, dim:int, mult:float=4, dropout:float=0., post_activation_norm:bool=False):
-        inner = int(mult * dim)
-        super().__init__(LayerNorm(dim), nn.Linear(dim, inner * 2, bias=False), SwiGLU(),
-                         LayerNorm(inner) if post_activation_norm else nn.Identity(),
+    def __init__(self, dim:int, mult:float=4, dropout:float=0., post_activation_norm:bool=False, norm_kwargs:dict|None=None):
+        inner, norm_kwargs = int(mult * dim), norm_kwargs or {}
+        super().__init__(LayerNorm(dim, **norm_kwargs), nn.Linear(dim, inner * 2, bias=False), SwiGLU(),
+                         LayerNorm(inner, **norm_kwargs) if post_activation_norm else nn.Identity(),
                          nn.Dropout(dropout), nn.Linear(inner, dim, bias=False))
 
 # %% ../nbs/02_network.ipynb #0015
+@dataclass(frozen=True)
+class Numerics:
+    "How a dalle2-pytorch release computed the prior network with the same parameter names."
+    cosine_sim:bool=True           # cosine-similarity scores ×16 (else q·k/√d)
+    bias_scale:float=1.            # multiplier on the relative position bias (pb-relax α before 1.4.3)
+    fp16_eps:bool=True             # larger LayerNorm epsilon below float32
+    norm_always_stable:bool=False  # every LayerNorm divides by the row max (0.23.x)
+    final_norm_stable:bool=True    # the output norm divides by the row max
+    norm_bias:bool=False           # LayerNorms carry a `beta` buffer (<= 0.15)
+    null_tokens:str='split'        # 'split': null text/encoding/image tokens; 'padding': one table for padding, guidance inert;
+                                   # 'masked': no null tokens, padding and dropped text are masked out of attention
+    integer_time_embedding:bool=False # continuous time: sinusoids truncated to integers (0.23 - 1.10.7)
+    text_embed_never_nulled:bool=False # dropping the text kept the text embedding token (1.9.0 - 1.10.3)
+    self_cond_replaces_query:bool=False # self-conditioning put [image, self_cond] where [self_cond, query] belong (<= 1.12.0)
+
+NUMERICS = {'1.12.1': Numerics(),
+            '1.10.8': Numerics(self_cond_replaces_query=True),
+            '1.10.4': Numerics(self_cond_replaces_query=True, integer_time_embedding=True),
+            '1.9': Numerics(self_cond_replaces_query=True, integer_time_embedding=True, text_embed_never_nulled=True),
+            '1.4.3': Numerics(null_tokens='padding', integer_time_embedding=True, self_cond_replaces_query=True),
+            '1.1': Numerics(null_tokens='padding', integer_time_embedding=True, cosine_sim=False, bias_scale=128., fp16_eps=False),
+            '0.23': Numerics(null_tokens='padding', integer_time_embedding=True, cosine_sim=False, bias_scale=1024., fp16_eps=False,
+                             norm_always_stable=True),
+            '0.15': Numerics(null_tokens='masked', cosine_sim=False, fp16_eps=False, final_norm_stable=False, norm_bias=True)}
+
+def numerics_for_release(version:str)->str:
+    "The profile of a dalle2-pytorch release (a version string such as '1.8.4')."
+    def key(v): return tuple(int(x) for x in str(v).split('+')[0].split('.')[:3])
+    v = key(version)
+    if v <= key('0.15.4'): return '0.15'
+    if v < key('1.0.0'): return '0.23'
+    for name in ('1.12.1', '1.10.8', '1.10.4', '1.9', '1.4.3'):
+        if v >= key(name if name != '1.9' else '1.9.0'): return name
+    return '1.1'
+
+def as_numerics(numerics:str|Numerics)->Numerics:
+    "A `Numerics` from a profile name or itself."
+    if isinstance(numerics, Numerics): return numerics
+    if numerics not in NUMERICS: raise ValueError(f'unknown numerics profile {numerics!r}; expected one of {list(NUMERICS)}')
+    return NUMERICS[numerics]
+
+def _norm_kwargs(numerics:Numerics)->dict:
+    return dict(fp16_eps=1e-3 if numerics.fp16_eps else None, stable=numerics.norm_always_stable, bias=numerics.norm_bias)
+
+# %% ../nbs/02_network.ipynb #0017
 class CausalTransformer(nn.Module):
     "Pre-norm causal transformer over a sequence of `dim`-wide tokens."
     def __init__(self, *,
@@ -145,34 +201,41 @@ class CausalTransformer(nn.Module):
                  final_proj:bool=True,    # Linear(dim, dim) at the very end
                  normformer:bool=False,   # Extra norm after the feed-forward activation
                  rotary_emb:bool=True,    # Rotary embedding on the first min(32, dim_head) features
+                 numerics:str|Numerics='1.12.1', # Historic numerics profile (see above)
                 ):
         super().__init__()
-        self.init_norm = LayerNorm(dim) if norm_in else nn.Identity()
+        self.numerics = numerics = as_numerics(numerics)
+        norm = _norm_kwargs(numerics)
+        self.init_norm = LayerNorm(dim, **norm) if norm_in else nn.Identity()
         self.rel_pos_bias = RelPosBias(heads=heads)
         rotary = RotaryEmbedding(min(32, dim_head)) if rotary_emb else None
         self.layers = nn.ModuleList([nn.ModuleList([
-            Attention(dim, dim_head=dim_head, heads=heads, dropout=attn_dropout, rotary_emb=rotary),
-            FeedForward(dim, mult=ff_mult, dropout=ff_dropout, post_activation_norm=normformer)]) for _ in range(depth)])
-        self.norm = LayerNorm(dim, stable=True) if norm_out else nn.Identity()
+            Attention(dim, dim_head=dim_head, heads=heads, dropout=attn_dropout, rotary_emb=rotary, cosine_sim=numerics.cosine_sim, norm_kwargs=norm),
+            FeedForward(dim, mult=ff_mult, dropout=ff_dropout, post_activation_norm=normformer, norm_kwargs=norm)]) for _ in range(depth)])
+        self.norm = LayerNorm(dim, **{**norm, 'stable': numerics.final_norm_stable or numerics.norm_always_stable}) if norm_out else nn.Identity()
         self.project_out = nn.Linear(dim, dim, bias=False) if final_proj else nn.Identity()
 
     def attention_mask(self, start:int, n:int, device=None)->Tensor:
         "(heads, n, 1 + start + n): relative position bias, and -inf on keys after each query."
         positions = torch.arange(start, start + n, device=device)
-        bias = self.rel_pos_bias(positions, 1 + start + n)
+        bias = self.rel_pos_bias(positions, 1 + start + n) * self.numerics.bias_scale
         key_index = torch.arange(1 + start + n, device=device)
         future = key_index[None, :] > positions[:, None] + 1   # key index j holds token j-1
         return bias.masked_fill(future, float('-inf'))
 
-# %% ../nbs/02_network.ipynb #0017
+# %% ../nbs/02_network.ipynb #0019
 @patch
 def forward(self:CausalTransformer, x:Tensor,   # (b, n, dim) tokens
              past_kv:list|None=None,             # per layer (keys, values) of the tokens before x
              return_kv:bool=False,               # also return each layer's keys/values for x
              final:bool=True,                    # apply the output norm and projection
+             key_mask:Tensor|None=None,          # (b, past + n) bool, False: a key no query may attend to
             ):
     start = 0 if past_kv is None else past_kv[0][0].shape[1]
     attn_mask = self.attention_mask(start, x.shape[1], device=x.device)
+    if key_mask is not None:  # per-sample masking (the <= 0.15 numerics): (b, 1, n, 1 + past + n)
+        hidden = F.pad(~key_mask, (1, 0), value=False)[:, None, None, :]
+        attn_mask = attn_mask[None].masked_fill(hidden, float('-inf'))
     rotary_emb = self.layers[0][0].rotary_emb if len(self.layers) else None
     rotary = rotary_emb.angles(torch.arange(start, start + x.shape[1], device=x.device)) if rotary_emb is not None else None
     x = self.init_norm(x)
@@ -185,19 +248,20 @@ def forward(self:CausalTransformer, x:Tensor,   # (b, n, dim) tokens
     if final: x = self.project_out(self.norm(x))
     return (x, layer_kv) if return_kv else x
 
-# %% ../nbs/02_network.ipynb #001b
+# %% ../nbs/02_network.ipynb #001d
 class SinusoidalPosEmb(nn.Module):
     "Sines and cosines of `t` at `dim // 2` geometrically spaced frequencies."
-    def __init__(self, dim:int):
+    def __init__(self, dim:int, truncate:bool=False): # truncate: round toward zero, as releases 0.23 - 1.10.7 did by accident
         super().__init__()
-        self.dim = dim
+        self.dim, self.truncate = dim, truncate
 
     def forward(self, t:Tensor)->Tensor: # (b,) float times -> (b, dim)
         if not t.is_floating_point(): raise TypeError(f'SinusoidalPosEmb needs float times, got {t.dtype}')
         half = self.dim // 2
         freqs = torch.exp(torch.arange(half, device=t.device, dtype=t.dtype) * -(math.log(10000) / (half - 1)))
         angles = t[:, None] * freqs[None, :]
-        return torch.cat((angles.sin(), angles.cos()), dim=-1)
+        out = torch.cat((angles.sin(), angles.cos()), dim=-1)
+        return out.trunc() if self.truncate else out
 
 class MLP(nn.Module):
     "Linear → SiLU, `depth` times, then Linear; computed in float32 like the reference."
@@ -210,7 +274,7 @@ class MLP(nn.Module):
 
     def forward(self, x:Tensor)->Tensor: return self.net(x.float())
 
-# %% ../nbs/02_network.ipynb #001e
+# %% ../nbs/02_network.ipynb #0020
 class DiffusionPriorNetwork(nn.Module):
     "The DALL-E 2 prior's causal transformer over [text encodings, text embed, time, noised image, (self-cond), query]."
     def __init__(self,
@@ -233,35 +297,43 @@ class DiffusionPriorNetwork(nn.Module):
                  final_proj:bool=True,        # Final Linear(dim, dim)
                  normformer:bool=False,       # Norm after the feed-forward activation
                  rotary_emb:bool=True,        # Rotary position embedding
+                 numerics:str|Numerics='1.12.1', # Historic numerics profile, for old checkpoints
                 ):
         super().__init__()
+        numerics = as_numerics(numerics)
         self.config = dict(dim=dim, num_timesteps=num_timesteps, num_time_embeds=num_time_embeds,
             num_image_embeds=num_image_embeds, num_text_embeds=num_text_embeds, max_text_len=max_text_len,
             self_cond=self_cond, depth=depth, dim_head=dim_head, heads=heads, ff_mult=ff_mult, norm_in=norm_in,
             norm_out=norm_out, attn_dropout=attn_dropout, ff_dropout=ff_dropout, final_proj=final_proj,
             normformer=normformer, rotary_emb=rotary_emb)
+        if numerics != NUMERICS['1.12.1']: self.config['numerics'] = next((k for k, v in NUMERICS.items() if v == numerics), numerics)
+        self.numerics = numerics
         self.dim, self.max_text_len, self.self_cond = dim, max_text_len, self_cond
         self.num_time_embeds, self.num_image_embeds, self.num_text_embeds = num_time_embeds, num_image_embeds, num_text_embeds
         self.continuous_embedded_time = num_timesteps is None
         def to_tokens(n, first): return nn.Sequential(first, Rearrange('b (n d) -> b n d', n=n))
         self.to_text_embeds = to_tokens(num_text_embeds, nn.Linear(dim, dim * num_text_embeds) if num_text_embeds > 1 else nn.Identity())
         self.to_time_embeds = to_tokens(num_time_embeds, nn.Embedding(num_timesteps, dim * num_time_embeds) if num_timesteps is not None
-                                        else nn.Sequential(SinusoidalPosEmb(dim), MLP(dim, dim * num_time_embeds)))
+                                        else nn.Sequential(SinusoidalPosEmb(dim, truncate=numerics.integer_time_embedding), MLP(dim, dim * num_time_embeds)))
         self.to_image_embeds = to_tokens(num_image_embeds, nn.Linear(dim, dim * num_image_embeds) if num_image_embeds > 1 else nn.Identity())
         self.learned_query = nn.Parameter(torch.randn(dim))
         self.causal_transformer = CausalTransformer(dim=dim, depth=depth, dim_head=dim_head, heads=heads, ff_mult=ff_mult,
             norm_in=norm_in, norm_out=norm_out, attn_dropout=attn_dropout, ff_dropout=ff_dropout, final_proj=final_proj,
-            normformer=normformer, rotary_emb=rotary_emb)
-        self.null_text_encodings = nn.Parameter(torch.randn(1, max_text_len, dim))
-        self.null_text_embeds = nn.Parameter(torch.randn(1, num_text_embeds, dim))
-        self.null_image_embed = nn.Parameter(torch.randn(1, dim))
+            normformer=normformer, rotary_emb=rotary_emb, numerics=numerics)
+        if numerics.null_tokens == 'split':
+            self.null_text_encodings = nn.Parameter(torch.randn(1, max_text_len, dim))
+            self.null_text_embeds = nn.Parameter(torch.randn(1, num_text_embeds, dim))
+            self.null_image_embed = nn.Parameter(torch.randn(1, dim))
+        elif numerics.null_tokens == 'padding':   # 0.23 - 1.8: padding tokens only
+            self.null_text_embed = nn.Parameter(torch.randn(1, max_text_len, dim))
 
     @property
     def num_prefix_tokens(self)->int:
         "Tokens that depend on the text alone: the text encodings and the text embedding."
+        if self.numerics.null_tokens == 'masked': raise ValueError('with the <= 0.15 numerics the text prefix has no fixed length')
         return self.max_text_len + self.num_text_embeds
 
-# %% ../nbs/02_network.ipynb #0021
+# %% ../nbs/02_network.ipynb #0023
 def _check_width(name:str, x:Tensor, dim:int):
     if x.shape[-1] != dim:
         raise ValueError(f'{name} has width {x.shape[-1]} (shape {tuple(x.shape)}); this prior network expects {dim}')
@@ -271,25 +343,32 @@ def text_prefix(self:DiffusionPriorNetwork,
                  text_embed:Tensor,            # (b, dim) CLIP text embedding
                  text_encodings:Tensor|None,   # (b, n, dim) per-token text encodings, zeros where padded; or None
                  text_keep:Tensor,             # (b,) bool: False replaces the whole text by null tokens
-                )->Tensor:                     # (b, max_text_len + num_text_embeds, dim)
-    "The tokens that depend on the text alone."
+                )->tuple[Tensor, Tensor|None]: # (b, max_text_len + num_text_embeds, dim); key mask (masked numerics only)
+    "The tokens that depend on the text alone, and which of them may be attended to (None: all)."
     _check_width('text_embed', text_embed, self.dim)
     batch = text_embed.shape[0]
     if text_encodings is None: text_encodings = text_embed.new_zeros(batch, 0, self.dim)
     _check_width('text_encodings', text_encodings, self.dim)
     if text_encodings.ndim != 3 or text_encodings.shape[0] != batch:
         raise ValueError(f'text_encodings must be (batch={batch}, tokens, {self.dim}), got {tuple(text_encodings.shape)}')
-    text_encodings = text_encodings[:, :self.max_text_len]
-    # an all-zero encoding marks padding, which gets the learned null token of its position
+    # an all-zero encoding marks padding
     present = (text_encodings != 0).any(dim=-1)
+    text_tokens = self.to_text_embeds(text_embed)
+    if self.numerics.null_tokens == 'masked':  # <= 0.15: nothing replaced; padding and dropped text are hidden from attention
+        key_mask = torch.cat((present & text_keep[:, None], text_keep[:, None].expand(-1, text_tokens.shape[1])), dim=1)
+        return torch.cat((text_encodings, text_tokens), dim=1), key_mask
+    text_encodings, present = text_encodings[:, :self.max_text_len], present[:, :self.max_text_len]
     padding = self.max_text_len - text_encodings.shape[1]
     text_encodings, present = F.pad(text_encodings, (0, 0, 0, padding)), F.pad(present, (0, padding), value=False)
+    if self.numerics.null_tokens == 'padding':  # 0.23 - 1.8: padding gets its null token; dropping is never applied
+        text_encodings = torch.where(present[..., None], text_encodings, self.null_text_embed.to(text_encodings.dtype))
+        return torch.cat((text_encodings, text_tokens), dim=1), None
     keep = text_keep[:, None, None]
     text_encodings = torch.where(present[..., None] & keep, text_encodings, self.null_text_encodings.to(text_encodings.dtype))
-    text_tokens = torch.where(keep, self.to_text_embeds(text_embed), self.null_text_embeds.to(text_embed.dtype))
-    return torch.cat((text_encodings, text_tokens), dim=1)
+    if not self.numerics.text_embed_never_nulled: text_tokens = torch.where(keep, text_tokens, self.null_text_embeds.to(text_embed.dtype))
+    return torch.cat((text_encodings, text_tokens), dim=1), None
 
-# %% ../nbs/02_network.ipynb #0024
+# %% ../nbs/02_network.ipynb #0026
 @patch
 def step_tokens(self:DiffusionPriorNetwork,
                  image_embed:Tensor,          # (b, dim) noised image embedding
@@ -304,18 +383,22 @@ def step_tokens(self:DiffusionPriorNetwork,
         raise ValueError(f'diffusion_timesteps must have shape ({batch},), got {tuple(diffusion_timesteps.shape)}')
     if self.continuous_embedded_time: diffusion_timesteps = diffusion_timesteps.to(dtype)
     time_tokens = self.to_time_embeds(diffusion_timesteps).to(dtype)
-    image_tokens = torch.where(image_keep[:, None, None], self.to_image_embeds(image_embed), self.null_image_embed.to(dtype))
+    image_tokens = self.to_image_embeds(image_embed)
+    if self.numerics.null_tokens == 'split':  # only the current numerics have a null image token
+        image_tokens = torch.where(image_keep[:, None, None], image_tokens, self.null_image_embed.to(dtype))
     tokens = [time_tokens, image_tokens]
     if self.self_cond:
         if self_cond is None: self_cond = torch.zeros_like(image_embed)
         _check_width('self_cond', self_cond, self.dim)
+        if self.numerics.self_cond_replaces_query:  # <= 1.12.0: [image, self_cond] instead of [self_cond, query]
+            return torch.cat(tokens + [image_tokens, self_cond[:, None].to(dtype)], dim=1)
         tokens.append(self_cond[:, None].to(dtype))
     elif self_cond is not None:
         raise ValueError('self_cond was given, but this network was built with self_cond=False')
     tokens.append(self.learned_query.to(dtype).expand(batch, 1, -1))
     return torch.cat(tokens, dim=1)
 
-# %% ../nbs/02_network.ipynb #0027
+# %% ../nbs/02_network.ipynb #0029
 def keep_mask(batch:int, keep_prob:float, device=None)->Tensor:
     "(batch,) bool, each True with probability `keep_prob`; no random draw when it is 0 or 1."
     if keep_prob >= 1: return torch.ones(batch, dtype=torch.bool, device=device)
@@ -327,9 +410,10 @@ def predict(self:DiffusionPriorNetwork, image_embed:Tensor, diffusion_timesteps:
              text_encodings:Tensor|None=None, self_cond:Tensor|None=None,
              text_keep:Tensor, image_keep:Tensor)->Tensor:
     "The predicted embedding (b, dim), with explicit per-sample keep masks for the text and the noised image."
-    prefix = self.text_prefix(text_embed, text_encodings, text_keep)
-    tokens = torch.cat((prefix, self.step_tokens(image_embed, diffusion_timesteps, image_keep, self_cond)), dim=1)
-    return self.causal_transformer(tokens)[:, -1]
+    prefix, key_mask = self.text_prefix(text_embed, text_encodings, text_keep)
+    steps = self.step_tokens(image_embed, diffusion_timesteps, image_keep, self_cond)
+    if key_mask is not None: key_mask = F.pad(key_mask, (0, steps.shape[1]), value=True)
+    return self.causal_transformer(torch.cat((prefix, steps), dim=1), key_mask=key_mask)[:, -1]
 
 @patch
 def forward(self:DiffusionPriorNetwork, image_embed:Tensor, diffusion_timesteps:Tensor, *, text_embed:Tensor,
@@ -342,7 +426,7 @@ def forward(self:DiffusionPriorNetwork, image_embed:Tensor, diffusion_timesteps:
     return self.predict(image_embed, diffusion_timesteps, text_embed=text_embed, text_encodings=text_encodings,
                         self_cond=self_cond, text_keep=text_keep, image_keep=image_keep)
 
-# %% ../nbs/02_network.ipynb #002a
+# %% ../nbs/02_network.ipynb #002c
 @patch
 def forward_with_cond_scale(self:DiffusionPriorNetwork, image_embed:Tensor, diffusion_timesteps:Tensor, *,
                              text_embed:Tensor, text_encodings:Tensor|None=None, self_cond:Tensor|None=None,

@@ -84,6 +84,7 @@ class DiffusionPrior(nn.Module):
         self.sample_timesteps = sample_timesteps
         self.text_cond_drop_prob, self.image_cond_drop_prob = text_cond_drop_prob, image_cond_drop_prob
         self.can_classifier_guidance = text_cond_drop_prob > 0 and image_cond_drop_prob > 0
+        self.guidance_refusal = None   # a loaded checkpoint may say why guidance is impossible (see the checkpoints chapter)
         self.condition_on_text_encodings = condition_on_text_encodings
         self.predict_x_start, self.predict_v = predict_x_start, predict_v
         self.image_embed_scale = image_embed_dim ** 0.5 if image_embed_scale is None else image_embed_scale
@@ -180,8 +181,8 @@ def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, se
 def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float, times:list[int], update, progress:bool)->Tensor:
     "Run the shared sampling loop over `times` with `update(x, x_start, t, step_index)`; returns the scaled sample."
     if cond_scale != 1 and not self.can_classifier_guidance:
-        raise ValueError(f'cond_scale={cond_scale} needs a prior trained with condition dropout (text_cond_drop_prob and '
-                         'image_cond_drop_prob > 0); this one was not, so only cond_scale=1 is meaningful')
+        raise ValueError(f'cond_scale={cond_scale}: ' + (self.guidance_refusal or 'guidance needs a prior trained with condition '
+                         'dropout (text_cond_drop_prob and image_cond_drop_prob > 0); this one was not, so only cond_scale=1 is meaningful'))
     batch = shape[0]
     x = torch.randn(shape, device=self.device)
     if self.init_image_embed_l2norm: x = self.l2norm_clamp_embed(x)

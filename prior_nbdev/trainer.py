@@ -14,7 +14,8 @@ from accelerate import Accelerator
 from .prior import DiffusionPrior
 
 # %% auto #0
-__all__ = ['param_groups', 'WarmupCosine', 'DiffusionPriorTrainer', 'atomic_torch_save', 'read_checkpoint', 'prior_config']
+__all__ = ['param_groups', 'WarmupCosine', 'DiffusionPriorTrainer', 'atomic_torch_save', 'UnsafeCheckpointError', 'DroppedObject',
+           'read_checkpoint', 'prior_config']
 
 # %% ../nbs/05_trainer.ipynb #0005
 def param_groups(model:nn.Module, wd:float, group_wd_params:bool=True)->list[dict]:
@@ -189,14 +190,65 @@ def atomic_torch_save(obj, path:str|Path):
         Path(tmp).unlink(missing_ok=True)
         raise
 
-def read_checkpoint(path:str|Path, map_location='cpu')->dict:
-    "Load a checkpoint without executing code from it; a damaged file is an error naming the file."
+class UnsafeCheckpointError(ValueError):
+    "A checkpoint that would need code (a class or function we do not allow) to unpickle."
+
+# What checkpoints legitimately contain: tensors and their storages, containers, numbers, and the `packaging` version
+# object the reference stores. Anything else is refused before it can be called.
+_SAFE_GLOBALS = {('collections', 'OrderedDict'), ('torch._utils', '_rebuild_tensor_v2'), ('torch._utils', '_rebuild_tensor'),
+                 ('torch._utils', '_rebuild_parameter'), ('torch._utils', '_rebuild_parameter_with_state'),
+                 ('torch._tensor', '_rebuild_from_type_v2'), ('torch', 'Size'), ('torch', 'device'),
+                 ('torch.nn.parameter', 'Parameter'), ('collections', 'defaultdict'), ('builtins', 'set'), ('builtins', 'frozenset'),
+                 ('builtins', 'slice'), ('builtins', 'dict'), ('builtins', 'list'), ('builtins', 'tuple'), ('builtins', 'int'), ('builtins', 'float'),
+                 ('packaging.version', 'Version'), ('packaging.version', '_Version'),
+                 ('packaging._structures', 'InfinityType'), ('packaging._structures', 'NegativeInfinityType')}
+# Harmless objects the reference pickles that we replace by inert placeholders and drop: its warmup scheduler object
+# (pytorch_warmup), which drags in the optimizer object it wraps.
+_DROPPED_MODULES = ('pytorch_warmup', 'torch.optim')
+
+class DroppedObject:
+    "Inert stand-in for a pickled object we do not rebuild; records what it was and never runs its code."
+    def __init__(self, *args, **kwargs): pass
+    def __setstate__(self, state): pass
+    def __call__(self, *args, **kwargs): return DroppedObject()
+
+def _dropped_class(qualname:str):
+    return type(qualname.rsplit('.', 1)[-1], (DroppedObject,), {'qualname': qualname})
+
+class _SafeUnpickler(__import__('pickle').Unpickler):
+    def find_class(self, module:str, name:str):
+        import _compat_pickle  # protocol-2 pickles use Python 2 names (__builtin__.dict): map them as pickle itself does
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+        if (module, name) in _SAFE_GLOBALS: return super().find_class(module, name)
+        if module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype): return getattr(torch, name)
+        if module.startswith(_DROPPED_MODULES): return _dropped_class(f'{module}.{name}')
+        raise UnsafeCheckpointError(f'{module}.{name}')
+
+class _SafePickleModule:
+    "The `pickle_module` torch.load uses: our restricted Unpickler, the standard everything else."
+    Unpickler = _SafeUnpickler
+    def __getattr__(self, name): return getattr(__import__('pickle'), name)
+
+def _contains_dropped(obj)->bool:
+    if isinstance(obj, DroppedObject): return True
+    if isinstance(obj, dict): return any(_contains_dropped(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)): return any(_contains_dropped(v) for v in obj)
+    return False
+
+def read_checkpoint(path:str|Path, map_location='cpu'):
+    "Load a checkpoint without executing code from it; unsafe or damaged files are errors naming the file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        obj = torch.load(path, map_location=map_location, weights_only=False, pickle_module=_SafePickleModule())
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(f'{path} was refused: unpickling it needs {e}, which a checkpoint has no reason to contain '
+                                    '(only tensors, containers, numbers and version objects are loaded; no code from the file runs)') from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, __import__('pickle').UnpicklingError, ValueError) as e:
         raise ValueError(f'{path} is not a readable checkpoint (truncated or corrupt?): {e}') from e
+    if isinstance(obj, dict) and isinstance(obj.get('warmup_scheduler'), DroppedObject): obj.pop('warmup_scheduler')
+    if _contains_dropped(obj): raise UnsafeCheckpointError(f'{path} holds pickled objects (optimizer/scheduler instances) where weights were expected')
+    return obj
 
 def prior_config(prior:DiffusionPrior)->dict:
     "Everything needed to rebuild `prior`: its own and its network's constructor arguments."
@@ -222,6 +274,7 @@ def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:b
     "Restore weights, EMA, optimiser, schedule and step from a checkpoint; returns the checkpoint dict."
     state = path_or_state if isinstance(path_or_state, dict) else read_checkpoint(path_or_state)
     if 'model' not in state: raise ValueError(f'not a trainer checkpoint: it has no "model" entry (keys: {sorted(state)})')
+    if state.get('format') != 'prior_nbdev': return self._load_reference(state, overwrite_lr=overwrite_lr, strict=strict)
     self.unwrapped_prior.load_state_dict(state['model'], strict=strict)
     step = state['step'].item() if isinstance(state['step'], Tensor) else int(state['step'])
     self.step.fill_(step); self.steps_done = step
@@ -236,4 +289,52 @@ def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:b
         if 'ema_model' not in state: raise ValueError('this trainer uses EMA but the checkpoint has no "ema_model" weights')
         self.ema_diffusion_prior.module.load_state_dict(state['ema_model'], strict=strict)
         if 'ema_n_averaged' in state: self.ema_diffusion_prior.n_averaged.copy_(state['ema_n_averaged'])
+    return state
+
+# %% ../nbs/05_trainer.ipynb #0021
+def _reference_param_names(model_state:dict)->list[str]|None:
+    "Parameter names in the order the reference's optimizer holds them (None when it cannot be told)."
+    if any(k.startswith('clip.') for k in model_state): return None   # CLIP's params and buffers cannot be told apart
+    names, seen_rotary = [], False
+    for key in model_state:
+        if key.startswith('noise_scheduler.'): continue
+        if key.endswith('rotary_emb.freqs'):                # one parameter shared by every layer: listed once
+            if seen_rotary: continue
+            seen_rotary = True
+        names.append(key)
+    return names
+
+@patch
+def _load_reference(self:DiffusionPriorTrainer, state:dict, overwrite_lr:bool=True, strict:bool=True)->dict:
+    "Load a dalle2-pytorch trainer checkpoint: weights, EMA, step, and the optimizer state that fits."
+    import warnings
+    model_state = {k: v for k, v in state['model'].items() if not (k.startswith('clip.') and self.unwrapped_prior.clip is None)}
+    self.unwrapped_prior.load_state_dict(model_state, strict=strict)
+    step = int(state['step'].item() if isinstance(state['step'], Tensor) else state['step'])
+    self.step.fill_(step); self.steps_done = step
+    if self.use_ema:
+        ema = state.get('ema_model')
+        if ema is None: warnings.warn('the checkpoint has no EMA weights; the EMA starts from the loaded weights'); ema = model_state
+        self.ema_diffusion_prior.module.load_state_dict({k: v for k, v in ema.items() if k in model_state}, strict=strict)
+    names, saved = _reference_param_names(state['model']), state.get('optimizer')
+    kept = 0
+    if names is not None and saved is not None:
+        shapes = {k: tuple(v.shape) for k, v in state['model'].items()}
+        groups = [[n for n in names if len(shapes[n]) >= 2], [n for n in names if len(shapes[n]) < 2]] if len(saved['param_groups']) == 2 else [names]
+        index_to_name = {i: n for g, group in zip(saved['param_groups'], groups) if len(g['params']) == len(group) for i, n in zip(g['params'], group)}
+        ours = dict(self.unwrapped_prior.named_parameters())
+        name_of = {id(p): n for n, p in ours.items()}
+        ref_index = {n: i for i, n in index_to_name.items()}
+        for group in self.optimizer.param_groups:
+            for p in group['params']:
+                i = ref_index.get(name_of.get(id(p)))
+                st = saved['state'].get(i) if i is not None else None
+                if st is not None and all(v.shape == p.shape for k, v in st.items() if k.startswith('exp_avg')):
+                    self.optimizer.state[p] = {k: (v.to(p.device) if k.startswith('exp_avg') else v) for k, v in st.items()}
+                    kept += 1
+    total = sum(len(g['params']) for g in self.optimizer.param_groups)
+    if kept < total: warnings.warn(f'optimizer state restored for {kept} of {total} parameters (the rest start fresh)')
+    self.scheduler.last_epoch = step
+    for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+        group['lr'] = (self.optim_kwargs['lr'] if overwrite_lr else base) * self.scheduler.lr_lambdas[0](step)
     return state

@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['OpenClipAdapter', 'OpenAIClipAdapter']
+__all__ = ['OpenClipAdapter', 'OpenAIClipAdapter', 'write_clip_embeddings']
 
 # %% ../nbs/07_clip.ipynb #0005
 def _find_ln_final(model:nn.Module)->nn.Module:
@@ -103,3 +103,22 @@ def embed_image(self:OpenClipAdapter, images:Tensor)->tuple[Tensor, None]:
 def OpenAIClipAdapter(name:str='ViT-L/14')->OpenClipAdapter:
     "OpenAI's CLIP weights through open_clip (`'ViT-L/14'` becomes open_clip's `'ViT-L-14'`, pretrained `'openai'`)."
     return OpenClipAdapter(name.replace('/', '-'), pretrained='openai')
+
+# %% ../nbs/07_clip.ipynb #0011
+def _as_image_batch(images)->Tensor:
+    "uint8 (b, h, w, 3) arrays or float (b, 3, h, w) tensors in [0, 1] -> float (b, 3, h, w)."
+    x = torch.as_tensor(images)
+    if x.dtype == torch.uint8: x = x.permute(0, 3, 1, 2).float() / 255
+    return x
+
+def write_clip_embeddings(clip:OpenClipAdapter, images, captions:list[str], out:str|Path, *,
+                          batch_size:int=512, shard_size:int=100_000, progress:bool=True)->Path:
+    "Embed (images, captions) with `clip` and write them in clip-retrieval's layout under `out`."
+    from tqdm.auto import tqdm
+    from prior_nbdev.data import write_embedding_shards
+    if len(images) != len(captions): raise ValueError(f'{len(images)} images but {len(captions)} captions')
+    image_embeds, text_embeds = [], []
+    for s in tqdm(range(0, len(captions), batch_size), desc='embedding', disable=not progress):
+        image_embeds.append(clip.embed_image(_as_image_batch(images[s:s + batch_size]))[0].cpu())
+        text_embeds.append(clip.embed_text(clip.tokenize(captions[s:s + batch_size]))[0].cpu())
+    return write_embedding_shards(out, torch.cat(image_embeds).numpy(), torch.cat(text_embeds).numpy(), list(captions), shard_size=shard_size)

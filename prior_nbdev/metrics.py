@@ -90,6 +90,7 @@ def evaluate_prior(prior,                       # The online DiffusionPrior
                    accelerator=None,            # Sum over processes when given
                    recall_ks=(1, 5),
                    autocast=None,               # A context manager factory for mixed precision
+                   sample:bool=True,            # False: the two validation losses only (no sampling; fast)
                   )->dict[str, float]:
     "The seven seed metrics and recall@k, as means over every sample of the split."
     acc, gallery = MeanAccumulator(), dict(image=[], text=[], predicted=[])
@@ -107,6 +108,7 @@ def evaluate_prior(prior,                       # The online DiffusionPrior
                 acc.add_mean('online_val_loss', prior(**inputs).float(), n)
                 torch.set_rng_state(state)   # the EMA loss sees the same timesteps and noise
                 acc.add_mean('ema_val_loss', ema_prior(**inputs).float(), n)
+                if not sample: continue
                 text_cond = ema_prior.text_condition(inputs.get('text'), inputs.get('text_embed'))
                 text_cond = {k: v for k, v in text_cond.items()}
                 predicted = ema_prior.sample(text_embed=text_cond['text_embed'], text_encodings=text_cond.get('text_encodings'),
@@ -124,7 +126,8 @@ def evaluate_prior(prior,                       # The online DiffusionPrior
             gallery['predicted'].append(predicted.float().cpu())
     prior.train(was_training[0]); ema_prior.train(was_training[1])
     # a process whose share of the split is empty still takes part in every collective, with nothing to add
-    acc.reduce(accelerator, names=METRIC_KEYS)
+    acc.reduce(accelerator, names=METRIC_KEYS if sample else METRIC_KEYS[:2])
+    if not sample: return acc.means()
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
         gallery = {k: gather_object([torch.cat(v)] if v else []) for k, v in gallery.items()}

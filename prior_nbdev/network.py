@@ -15,7 +15,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['NUMERICS', 'LayerNorm', 'RotaryEmbedding', 'apply_rotary', 'RelPosBias', 'Attention', 'SwiGLU', 'FeedForward',
            'Numerics', 'numerics_for_release', 'as_numerics', 'CausalTransformer', 'SinusoidalPosEmb', 'MLP',
-           'DiffusionPriorNetwork', 'keep_mask']
+           'DiffusionPriorNetwork', 'keep_mask', 'TextCache']
 
 # %% ../nbs/02_network.ipynb #0006
 class LayerNorm(nn.Module):
@@ -442,4 +442,48 @@ def forward_with_cond_scale(self:DiffusionPriorNetwork, image_embed:Tensor, diff
     cond, null = self.predict(twice(image_embed), twice(diffusion_timesteps), text_embed=twice(text_embed),
                               text_encodings=twice(text_encodings), self_cond=twice(self_cond),
                               text_keep=both, image_keep=both).chunk(2)
+    return null + (cond - null) * cond_scale
+
+# %% ../nbs/02_network.ipynb #0031
+@dataclass
+class TextCache:
+    "Per-layer keys/values of a batch's text prefix (and of the null prefix, for guidance)."
+    kv:list                  # per layer (keys, values), each (b, prefix, dim_head)
+    key_mask:Tensor|None     # (b, prefix) for the masked (<= 0.15) numerics
+    null_kv:list|None        # per layer (keys, values), each (1, prefix, dim_head); None without guidance
+
+@patch
+def cache_text(self:DiffusionPriorNetwork, text_embed:Tensor, text_encodings:Tensor|None=None, *, with_null:bool=False)->TextCache:
+    "Keys and values of the text prefix, to reuse at every sampling step."
+    keep = torch.ones(text_embed.shape[0], dtype=torch.bool, device=text_embed.device)
+    prefix, key_mask = self.text_prefix(text_embed, text_encodings, keep)
+    _, kv = self.causal_transformer(prefix, return_kv=True, final=False, key_mask=key_mask)
+    null_kv = None
+    if with_null and self.numerics.null_tokens == 'split':
+        null_prefix, _ = self.text_prefix(text_embed[:1], None if text_encodings is None else text_encodings[:1], ~keep[:1])
+        _, null_kv = self.causal_transformer(null_prefix, return_kv=True, final=False)
+    return TextCache(kv, key_mask, null_kv)
+
+@patch
+def predict_cached(self:DiffusionPriorNetwork, cache:TextCache, image_embed:Tensor, diffusion_timesteps:Tensor,
+                   self_cond:Tensor|None=None, cond_scale:float=1.)->Tensor:
+    "Same as `forward_with_cond_scale` on the cached text, running only the step tokens."
+    b, device = image_embed.shape[0], image_embed.device
+    keep = torch.ones(b, dtype=torch.bool, device=device)
+    def run(steps, kv, key_mask):
+        if key_mask is not None: key_mask = F.pad(key_mask, (0, steps.shape[1]), value=True)
+        return self.causal_transformer(steps, past_kv=kv, key_mask=key_mask)[:, -1]
+    steps = self.step_tokens(image_embed, diffusion_timesteps, keep, self_cond)
+    if cond_scale == 1: return run(steps, cache.kv, cache.key_mask)
+    if self.numerics.null_tokens != 'split':    # older numerics: guidance as they computed it, through the full sequence
+        raise ValueError('predict_cached supports guidance only with the current numerics; use forward_with_cond_scale')
+    if cache.null_kv is None: raise ValueError('this TextCache was made without with_null=True, so it cannot guide')
+    if not self.self_cond:   # the null branch depends on the timestep only: once, broadcast
+        t = diffusion_timesteps[:1]
+        null = run(self.step_tokens(image_embed[:1], t, ~keep[:1], None), cache.null_kv, None)
+        cond = run(steps, cache.kv, cache.key_mask)
+    else:                    # it depends on each sample's self-conditioning: both branches in one batch
+        null_steps = self.step_tokens(image_embed, diffusion_timesteps, ~keep, self_cond)
+        kv = [(torch.cat((k, nk.expand(b, -1, -1))), torch.cat((v, nv.expand(b, -1, -1)))) for (k, v), (nk, nv) in zip(cache.kv, cache.null_kv)]
+        cond, null = run(torch.cat((steps, null_steps)), kv, None).chunk(2)
     return null + (cond - null) * cond_scale

@@ -85,6 +85,7 @@ class DiffusionPrior(nn.Module):
         self.text_cond_drop_prob, self.image_cond_drop_prob = text_cond_drop_prob, image_cond_drop_prob
         self.can_classifier_guidance = text_cond_drop_prob > 0 and image_cond_drop_prob > 0
         self.guidance_refusal = None   # a loaded checkpoint may say why guidance is impossible (see the checkpoints chapter)
+        self.cache_text_prefix = True  # sample with the text prefix computed once (exact); False: the full sequence every step
         self.condition_on_text_encodings = condition_on_text_encodings
         self.predict_x_start, self.predict_v = predict_x_start, predict_v
         self.image_embed_scale = image_embed_dim ** 0.5 if image_embed_scale is None else image_embed_scale
@@ -166,9 +167,10 @@ def forward(self:DiffusionPrior, text:Tensor|None=None, image:Tensor|None=None, 
 # %% ../nbs/03_prior.ipynb #0016
 @patch
 def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, self_cond:Tensor|None=None,
-                     cond_scale:float=1.)->Tensor:
-    "The network's estimate of x0 from `x` at steps `t`, with guidance of strength `cond_scale`."
-    pred = self.net.forward_with_cond_scale(x, t, cond_scale=cond_scale, self_cond=self_cond, **text_cond)
+                     cond_scale:float=1., cache=None)->Tensor:
+    "The network's estimate of x0 from `x` at steps `t`, with guidance of strength `cond_scale` (`cache`: see the network chapter)."
+    if cache is not None: pred = self.net.predict_cached(cache, x, t, self_cond, cond_scale)
+    else: pred = self.net.forward_with_cond_scale(x, t, cond_scale=cond_scale, self_cond=self_cond, **text_cond)
     if self.predict_v: x_start = self.noise_scheduler.predict_start_from_v(x, t, pred)
     elif self.predict_x_start: x_start = pred
     else: x_start = self.noise_scheduler.predict_start_from_noise(x, t, pred)
@@ -186,10 +188,13 @@ def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float,
     batch = shape[0]
     x = torch.randn(shape, device=self.device)
     if self.init_image_embed_l2norm: x = self.l2norm_clamp_embed(x)
+    # the text prefix's keys/values are the same at every step: computed once (exact; see the network chapter)
+    cache = (self.net.cache_text(text_cond['text_embed'], text_cond.get('text_encodings'), with_null=cond_scale != 1)
+             if self.cache_text_prefix and (cond_scale == 1 or self.net.numerics.null_tokens == 'split') else None)
     x_start = None
     for i, time in enumerate(tqdm(times, desc='sampling', disable=not progress)):
         t = torch.full((batch,), time, device=self.device, dtype=torch.long)
-        x_start = self.estimate_x_start(x, t, text_cond, self_cond=x_start if self.net.self_cond else None, cond_scale=cond_scale)
+        x_start = self.estimate_x_start(x, t, text_cond, self_cond=x_start if self.net.self_cond else None, cond_scale=cond_scale, cache=cache)
         x = update(x, x_start, t, i)
     if self.predict_x_start and self.sampling_final_clamp_l2norm: x = self.l2norm_clamp_embed(x)
     return x
@@ -269,7 +274,7 @@ def p_sample_loop(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:f
         x = self.p_sample_loop_ddim_textbook(shape, text_cond, timesteps=timesteps, eta=0. if eta is None else eta, cond_scale=cond_scale, progress=progress)
     return x / self.image_embed_scale
 
-# %% ../nbs/03_prior.ipynb #0023
+# %% ../nbs/03_prior.ipynb #0027
 @patch
 @torch.no_grad()
 def sample(self:DiffusionPrior, text:Tensor|None=None, num_samples_per_batch:int=2, cond_scale:float=1.,

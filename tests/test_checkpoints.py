@@ -125,3 +125,15 @@ def test_damaged_and_foreign_files_name_the_problem(tmp_path):
     save_prior(load_prior(FIXTURES / 'dalle2_1.15.6_prior.pth'), sf)
     sf.write_bytes(sf.read_bytes()[:-100])
     with pytest.raises(ValueError, match='cut.safetensors is not a readable safetensors file'): load_prior(sf)
+
+
+def test_seed_document_trainer_usage_runs_as_written():
+    "DiffusionPriorTrainer(diffusion_prior=..., lr=1.1e-4, ..., device=device, accelerator=None); trainer.load(path)"
+    fixture = torch.load(FIXTURES / 'dalle2_1.15.6_expected.pt', weights_only=True)
+    diffusion_prior = DiffusionPrior(DiffusionPriorNetwork(**fixture['net_kwargs']), **fixture['prior_kwargs'])
+    device = torch.device('cpu')
+    trainer = DiffusionPriorTrainer(diffusion_prior=diffusion_prior, lr=1.1e-4, wd=6.02e-2, max_grad_norm=0.5, amp=False,
+                                    group_wd_params=True, use_ema=True, device=device, accelerator=None)
+    trainer.load(str(FIXTURES / 'dalle2_1.15.6_trainer.pt'))
+    out = trainer.p_sample_loop((2, 16), dict(text_embed=fixture['text_embed'][:2], text_encodings=fixture['text_encodings'][:2]), cond_scale=2.)
+    assert out.shape == (2, 16) and trainer.step.item() == 3

@@ -8,7 +8,7 @@ memory (CUDA). Sampling: embeddings/s at 64 DDIM steps (the reference's DDIM; 63
 and 1000-step DDPM. MFU: model FLOPs (counted by torch's FlopCounterMode) per second over a matmul peak measured here.
 Needs the dev install (the reference is installed with --no-deps).
 """
-import argparse, contextlib, os, sys, time
+import argparse, contextlib, os, time
 os.environ.setdefault('TQDM_DISABLE', '1')   # the reference draws a progress bar in every sampling loop
 import torch
 import torch.nn.functional as F

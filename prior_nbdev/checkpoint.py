@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_checkpoint.ipynb #0002
 from __future__ import annotations
-import json, warnings
+import json
 from pathlib import Path
 import torch
 from torch import Tensor

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_demo.ipynb #0002
 from __future__ import annotations
-import json, math
+import json
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np

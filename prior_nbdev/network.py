@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn.functional as F
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from torch import nn, Tensor
 from einops.layers.torch import Rearrange
 from fastcore.basics import patch

@@ -11,7 +11,7 @@ import torch
 from .network import DiffusionPriorNetwork
 from .prior import DiffusionPrior
 from .data import validate_embeddings, split_ranges, PriorLoader, prior_inputs
-from .trainer import DiffusionPriorTrainer, read_checkpoint, atomic_torch_save, _mixed_precision
+from .trainer import DiffusionPriorTrainer, read_checkpoint, _mixed_precision
 from .metrics import evaluate_prior, plot_training, METRIC_KEYS
 
 # %% auto #0

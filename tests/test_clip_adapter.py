@@ -1,7 +1,6 @@
 "OpenAIClipAdapter asks open_clip for OpenAI's weights by open_clip's name (no download happens here)."
 import open_clip
-import torch
-from prior_nbdev.clip import OpenAIClipAdapter, OpenClipAdapter
+from prior_nbdev.clip import OpenAIClipAdapter
 
 
 def test_openai_adapter_requests_openai_weights(monkeypatch):

@@ -1,6 +1,5 @@
 "The offline demo end to end (reduced: the full one is `prior_nbdev_demo --out DIR`), and the packaged CLIP."
 import json, os, shutil, subprocess
-from pathlib import Path
 import torch
 import torch.nn.functional as F
 from prior_nbdev.demo import SHAPES_CLIP_WEIGHTS, make_shapes_dataset, shapes_clip

@@ -1,6 +1,5 @@
 "The training command end to end: outputs, resuming after SIGKILL, non-finite losses, bad input, two processes."
-import json, os, random, shutil, signal, socket, subprocess, sys, time
-from pathlib import Path
+import json, os, random, shutil, signal, socket, subprocess, time
 import numpy as np
 import pytest
 import torch

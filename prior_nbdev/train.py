@@ -45,7 +45,7 @@ class NetConfig:
 @dataclass
 class ClipConfig:
     "Which CLIP embeds captions on the fly (needed when conditioning on text encodings)."
-    make:str='open_clip'             # 'open_clip' or 'openai' (OpenAI weights through open_clip)
+    make:str='open_clip'             # 'open_clip', 'openai' (OpenAI weights through open_clip), 'prior_nbdev_shapes' (the demo's)
     model:str='ViT-L-14'             # open_clip model name
     pretrained:str|None=None         # tag or local checkpoint file
     base_model_kwargs:dict|None=None # reference key (x-clip); refused when set
@@ -202,8 +202,12 @@ def load_config(path:str|Path)->TrainDiffusionPriorConfig:
 def build_clip(config:ClipConfig):
     "The CLIP adapter a `ClipConfig` describes."
     from prior_nbdev.clip import OpenClipAdapter, OpenAIClipAdapter
-    if config.base_model_kwargs or config.make not in ('open_clip', 'openai'):
-        raise ValueError(f"prior.clip.make={config.make!r} is not supported: use 'open_clip' (any open_clip model) or 'openai'")
+    if config.base_model_kwargs or config.make not in ('open_clip', 'openai', 'prior_nbdev_shapes'):
+        raise ValueError(f"prior.clip.make={config.make!r} is not supported: use 'open_clip' (any open_clip model), 'openai' "
+                         "or 'prior_nbdev_shapes'")
+    if config.make == 'prior_nbdev_shapes':
+        from prior_nbdev.demo import shapes_clip
+        return shapes_clip(config.pretrained) if config.pretrained else shapes_clip()
     return OpenAIClipAdapter(config.model) if config.make == 'openai' else OpenClipAdapter(config.model, pretrained=config.pretrained)
 
 def build_prior(config:PriorConfig, clip=None)->DiffusionPrior:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_trainer.ipynb #0002
 from __future__ import annotations
-import math, os, tempfile, zipfile
+import copy, math, os, tempfile, zipfile
 from pathlib import Path
 import torch
 from torch import nn, Tensor
@@ -38,6 +38,22 @@ class WarmupCosine:
         return factor
 
 # %% ../nbs/05_trainer.ipynb #000b
+def _with_net(prior:DiffusionPrior, net:nn.Module)->DiffusionPrior:
+    "A view of `prior` with another network, sharing its CLIP and noise schedule."
+    view = copy.copy(prior)
+    view._modules = dict(prior._modules)   # the copy must not share the submodule table it is about to change
+    view._modules['net'] = net
+    return view
+
+def _without_clip(state:dict)->dict:
+    "A prior state dict without the CLIP adapter's weights (CLIP is loaded by its own name, not from prior checkpoints)."
+    return {k: v for k, v in state.items() if not k.startswith('clip.')}
+
+def _load_prior_state(prior:DiffusionPrior, state:dict, strict:bool=True):
+    "Load weights saved without CLIP into a prior that may hold one."
+    clip = {k: v for k, v in prior.state_dict().items() if k.startswith('clip.')}
+    prior.load_state_dict({**clip, **_without_clip(state)}, strict=strict)
+
 def _mixed_precision(amp:bool|str, device:torch.device)->str:
     "Accelerate's mixed_precision for `amp`: True picks bf16 where supported, else fp16."
     if amp in (False, None, 'no'): return 'no'
@@ -84,8 +100,11 @@ class DiffusionPriorTrainer(nn.Module):
         self.scheduler = scheduler
         self.ema_update_after_step, self.ema_update_every = ema_update_after_step, ema_update_every
         if use_ema:
-            self.ema_diffusion_prior = AveragedModel(self.unwrapped_prior, multi_avg_fn=get_ema_multi_avg_fn(ema_beta), use_buffers=True)
+            # Only the network is averaged: CLIP is frozen and the schedule constant, so the EMA prior shares them rather
+            # than holding (and "averaging") a second copy of a possibly very large CLIP.
+            self.ema_diffusion_prior = AveragedModel(self.unwrapped_prior.net, multi_avg_fn=get_ema_multi_avg_fn(ema_beta), use_buffers=True)
             self.ema_diffusion_prior.requires_grad_(False)
+            self._ema_prior = _with_net(self.unwrapped_prior, self.ema_diffusion_prior.module)
         self.register_buffer('step', torch.tensor([0], device=self.device))
         self.steps_done = 0
         self.last_grad_norm = None
@@ -98,7 +117,7 @@ class DiffusionPriorTrainer(nn.Module):
     @property
     def ema_model(self)->DiffusionPrior:
         "The EMA prior when `use_ema`, else the prior being trained."
-        return self.ema_diffusion_prior.module if self.use_ema else self.unwrapped_prior
+        return self._ema_prior if self.use_ema else self.unwrapped_prior
 
 # %% ../nbs/05_trainer.ipynb #000f
 def _chunks(batch_size:int, max_batch_size:int|None):
@@ -132,13 +151,13 @@ def update(self:DiffusionPriorTrainer):
     self.steps_done += 1        # the same count on the host, so that deciding about the EMA needs no device sync
     if self.use_ema:
         if self.steps_done <= self.ema_update_after_step: self._ema_copy()
-        elif self.steps_done % self.ema_update_every == 0: self.ema_diffusion_prior.update_parameters(self.unwrapped_prior)
+        elif self.steps_done % self.ema_update_every == 0: self.ema_diffusion_prior.update_parameters(self.unwrapped_prior.net)
 
 @patch
 def _ema_copy(self:DiffusionPriorTrainer):
     "Before averaging starts, the EMA simply follows the weights."
     with torch.no_grad():
-        for e, p in zip(self.ema_diffusion_prior.module.state_dict().values(), self.unwrapped_prior.state_dict().values()):
+        for e, p in zip(self.ema_diffusion_prior.module.state_dict().values(), self.unwrapped_prior.net.state_dict().values()):
             e.copy_(p)
 
 # %% ../nbs/05_trainer.ipynb #0015
@@ -261,11 +280,11 @@ def save(self:DiffusionPriorTrainer, path:str|Path, overwrite:bool=True, **extra
     if not self.accelerator.is_main_process: return
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f'{path} exists and overwrite=False')
-    state = dict(model=self.unwrapped_prior.state_dict(), optimizer=self.optimizer.state_dict(),
+    state = dict(model=_without_clip(self.unwrapped_prior.state_dict()), optimizer=self.optimizer.state_dict(),
                  scheduler=self.scheduler.state_dict(), step=self.steps_done, config=prior_config(self.unwrapped_prior),
                  version=__version__, format='prior_nbdev', **extra)
     if self.use_ema:
-        state['ema_model'] = self.ema_diffusion_prior.module.state_dict()
+        state['ema_model'] = _without_clip(self._ema_prior.state_dict())
         state['ema_n_averaged'] = self.ema_diffusion_prior.n_averaged
     atomic_torch_save(state, path)
 
@@ -275,7 +294,7 @@ def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:b
     state = path_or_state if isinstance(path_or_state, dict) else read_checkpoint(path_or_state)
     if 'model' not in state: raise ValueError(f'not a trainer checkpoint: it has no "model" entry (keys: {sorted(state)})')
     if state.get('format') != 'prior_nbdev': return self._load_reference(state, overwrite_lr=overwrite_lr, strict=strict)
-    self.unwrapped_prior.load_state_dict(state['model'], strict=strict)
+    _load_prior_state(self.unwrapped_prior, state['model'], strict)
     step = state['step'].item() if isinstance(state['step'], Tensor) else int(state['step'])
     self.step.fill_(step); self.steps_done = step
     self.optimizer.load_state_dict(state['optimizer'])
@@ -287,7 +306,7 @@ def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:b
             group['lr'] = self.optim_kwargs['lr'] * factor
     if self.use_ema:
         if 'ema_model' not in state: raise ValueError('this trainer uses EMA but the checkpoint has no "ema_model" weights')
-        self.ema_diffusion_prior.module.load_state_dict(state['ema_model'], strict=strict)
+        _load_prior_state(self._ema_prior, state['ema_model'], strict)
         if 'ema_n_averaged' in state: self.ema_diffusion_prior.n_averaged.copy_(state['ema_n_averaged'])
     return state
 
@@ -308,14 +327,14 @@ def _reference_param_names(model_state:dict)->list[str]|None:
 def _load_reference(self:DiffusionPriorTrainer, state:dict, overwrite_lr:bool=True, strict:bool=True)->dict:
     "Load a dalle2-pytorch trainer checkpoint: weights, EMA, step, and the optimizer state that fits."
     import warnings
-    model_state = {k: v for k, v in state['model'].items() if not (k.startswith('clip.') and self.unwrapped_prior.clip is None)}
-    self.unwrapped_prior.load_state_dict(model_state, strict=strict)
+    model_state = _without_clip(state['model'])
+    _load_prior_state(self.unwrapped_prior, model_state, strict)
     step = int(state['step'].item() if isinstance(state['step'], Tensor) else state['step'])
     self.step.fill_(step); self.steps_done = step
     if self.use_ema:
         ema = state.get('ema_model')
         if ema is None: warnings.warn('the checkpoint has no EMA weights; the EMA starts from the loaded weights'); ema = model_state
-        self.ema_diffusion_prior.module.load_state_dict({k: v for k, v in ema.items() if k in model_state}, strict=strict)
+        _load_prior_state(self._ema_prior, {k: v for k, v in ema.items() if k in model_state}, strict)
     names, saved = _reference_param_names(state['model']), state.get('optimizer')
     kept = 0
     if names is not None and saved is not None:

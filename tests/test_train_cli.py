@@ -196,3 +196,21 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     ckpt = read_checkpoint(tmp_path / 'run' / 'latest.pt')
     assert ckpt['step'] == 2 * 12 and ckpt['loader']['world_size'] == 2
     assert result.stdout.count('"similarity_with_original_image"') == 1          # metrics printed by the main process only
+
+
+def test_caption_mode_runs_clip_on_the_fly(tmp_path):
+    "A prior conditioned on text encodings: captions are tokenised and embedded by the configured CLIP during training."
+    from prior_nbdev.demo import make_shapes_dataset, shapes_clip
+    from prior_nbdev.clip import write_clip_embeddings
+    images, captions = make_shapes_dataset(400, seed=5)
+    data = write_clip_embeddings(shapes_clip(), images, captions, tmp_path / 'data', progress=False, shard_size=256)
+    cfg = toy_config(data, tmp_path / 'run', epochs=2)
+    cfg['prior'] = dict(net=dict(dim=64, depth=1, dim_head=16, heads=2, max_text_len=12), image_embed_dim=64, timesteps=50,
+                        cond_drop_prob=0.1, condition_on_text_encodings=True, clip=dict(make='prior_nbdev_shapes'))
+    cfg['data'].pop('text_url')   # nothing precomputed on the text side: CLIP runs on the captions
+    result = run_cli(write_config(tmp_path, cfg))
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = read_checkpoint(tmp_path / 'run' / 'latest.pt')
+    assert ckpt['step'] == 2 * 8
+    assert not any(k.startswith('clip.') for k in ckpt['model']) and not any(k.startswith('clip.') for k in ckpt['ema_model'])
+    assert set(json.loads((tmp_path / 'run' / 'metrics.json').read_text())) >= set(METRIC_KEYS)

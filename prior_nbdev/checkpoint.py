@@ -158,16 +158,14 @@ def load_prior(path_or_state_dict,            # a checkpoint file (.pt/.pth/.ckp
 # %% ../nbs/09_checkpoint.ipynb #000d
 def save_prior(prior:DiffusionPrior, path:str|Path):
     "Write `prior`'s weights (without CLIP's) and configuration to `path` (.safetensors or a torch file)."
-    from prior_nbdev.trainer import atomic_torch_save
+    from prior_nbdev.trainer import atomic_torch_save, atomic_write
     path = Path(path)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in prior.state_dict().items() if not k.startswith('clip.')}
     config = prior_config(prior)
     if path.suffix == '.safetensors':
         from safetensors.torch import save_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f'.{path.name}.tmp')
-        save_file(state, tmp, metadata=dict(config=json.dumps(config), format='prior_nbdev', version=__version__))
-        tmp.replace(path)
+        metadata = dict(config=json.dumps(config), format='prior_nbdev', version=__version__)
+        atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
     else:
         atomic_torch_save(dict(model=state, config=config, format='prior_nbdev', version=__version__), path)
 

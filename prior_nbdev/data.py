@@ -146,10 +146,10 @@ def readers(self:EmbeddingDataset):
     return self._readers
 
 def _read_range(reader, start:int, end:int):
+    import pandas as pd
     parts = list(reader(batch_size=end - start, start=start, end=end, show_progress=False, parallel_pieces=1))
-    embeds = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-    meta = parts[0][1] if len(parts) == 1 else (None if parts[0][1] is None else __import__('pandas').concat([p[1] for p in parts]))
-    return embeds, meta
+    if len(parts) == 1: return parts[0]
+    return np.concatenate([p[0] for p in parts]), None if parts[0][1] is None else pd.concat([p[1] for p in parts])
 
 @patch
 def read(self:EmbeddingDataset, start:int, end:int)->dict:

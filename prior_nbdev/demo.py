@@ -14,7 +14,7 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'RELATIONS', 'IMAGE_SIZE', 'VOCAB', 'SHAPES_CLIP_NAME', 'SHAPES_CLIP_CONFIG', 'ASSETS',
-           'SHAPES_CLIP_WEIGHTS', 'Thing', 'sample_scene', 'render', 'describe', 'make_shapes_dataset',
+           'SHAPES_CLIP_WEIGHTS', 'Thing', 'sample_scene', 'render', 'describe', 'make_shapes_dataset', 'wrap_caption',
            'ShapesTokenizer', 'register_shapes_clip', 'shapes_clip', 'demo_config', 'nearest_images_figure', 'run_demo',
            'demo_main']
 
@@ -87,7 +87,15 @@ def make_shapes_dataset(n:int, seed:int=0)->tuple[np.ndarray, list[str]]:
         captions.append(describe(things, relation, rng))
     return images, captions
 
-# %% ../nbs/10_demo.ipynb #000f
+# %% ../nbs/10_demo.ipynb #000d
+_BREAKS = {' of ': ' of\n', ' above': '\nabove', ' below': '\nbelow', ' and': '\nand'}
+
+def wrap_caption(caption:str)->str:
+    "A caption broken around its relation, to fit under a small picture."
+    for old, new in _BREAKS.items(): caption = caption.replace(old, new)
+    return caption
+
+# %% ../nbs/10_demo.ipynb #0010
 VOCAB = ('a and two shapes small large red green blue yellow purple orange circle square triangle '
          'left right of above below on the at top bottom').split()
 
@@ -109,7 +117,7 @@ class ShapesTokenizer:
             out[row, :len(ids)] = torch.tensor(ids)
         return out
 
-# %% ../nbs/10_demo.ipynb #0012
+# %% ../nbs/10_demo.ipynb #0013
 SHAPES_CLIP_NAME = 'prior-nbdev-shapes'
 SHAPES_CLIP_CONFIG = dict(embed_dim=64,
     vision_cfg=dict(image_size=IMAGE_SIZE, patch_size=8, width=128, layers=2, head_width=32, mlp_ratio=4.0),
@@ -131,7 +139,7 @@ def shapes_clip(weights:str|Path|None=SHAPES_CLIP_WEIGHTS):
     from prior_nbdev.clip import OpenClipAdapter
     return OpenClipAdapter(register_shapes_clip(), pretrained=weights, tokenizer=ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length']))
 
-# %% ../nbs/10_demo.ipynb #0015
+# %% ../nbs/10_demo.ipynb #0016
 def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threads:int|None=None)->dict:
     "The training config the demo uses (a plain dict, as it would be written to JSON)."
     emb = out / 'embeddings'
@@ -147,7 +155,7 @@ def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threa
                    save_every_steps=max(steps // 4, 1), log_every_steps=25, device='cpu', num_threads=threads, resume=False),
         tracker=dict(data_path=str(out)))
 
-# %% ../nbs/10_demo.ipynb #0016
+# %% ../nbs/10_demo.ipynb #0017
 def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], gallery_rows:slice, picks:list[int], k:int=4, seed:int=0):
     "For held-out captions `picks`: the `k` gallery images nearest to the prior's sample and to the raw text embedding."
     import matplotlib.pyplot as plt
@@ -158,7 +166,7 @@ def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], ga
     sampled = prior.sample(text_embed=text_embed, num_samples_per_batch=2, timesteps=64)
     fig, axes = plt.subplots(len(picks), 2 * k + 1, figsize=(1.3 * (2 * k + 1), 1.45 * len(picks)))
     for row, (i, query_text, query_prior) in enumerate(zip(picks, text_embed, sampled)):
-        axes[row, 0].imshow(images[i]); axes[row, 0].set_title(captions[i].replace(' of ', ' of\n').replace(' above', '\nabove').replace(' below', '\nbelow').replace(' and', '\nand'), fontsize=6)
+        axes[row, 0].imshow(images[i]); axes[row, 0].set_title(wrap_caption(captions[i]), fontsize=6)
         for col, query in ((1, query_prior), (k + 1, query_text)):
             sims = F.normalize(gallery, dim=-1) @ F.normalize(query, dim=-1)
             for j, g in enumerate(sims.topk(k).indices.tolist()):
@@ -169,7 +177,7 @@ def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], ga
     fig.tight_layout()
     return fig
 
-# %% ../nbs/10_demo.ipynb #0017
+# %% ../nbs/10_demo.ipynb #0018
 def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=3000, threads:int|None=None, progress:bool=True)->dict:
     "Generate the shapes world, embed it, train a prior, evaluate it on held-out pairs; returns the test metrics."
     from prior_nbdev.clip import write_clip_embeddings

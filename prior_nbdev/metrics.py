@@ -110,7 +110,6 @@ def evaluate_prior(prior,                       # The online DiffusionPrior
                 acc.add_mean('ema_val_loss', ema_prior(**inputs).float(), n)
                 if not sample: continue
                 text_cond = ema_prior.text_condition(inputs.get('text'), inputs.get('text_embed'))
-                text_cond = {k: v for k, v in text_cond.items()}
                 predicted = ema_prior.sample(text_embed=text_cond['text_embed'], text_encodings=text_cond.get('text_encodings'),
                                              num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale, timesteps=timesteps)
                 if n > 1: unrelated_cond = {k: v.roll(1, dims=0) for k, v in text_cond.items()}

@@ -4,14 +4,14 @@
 
 # %% ../nbs/08_train.ipynb #0002
 from __future__ import annotations
-import argparse, dataclasses, json, math, os, random, sys, time, warnings
+import argparse, dataclasses, json, math, random, sys, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch
 from .network import DiffusionPriorNetwork
 from .prior import DiffusionPrior
 from .data import validate_embeddings, split_ranges, PriorLoader, prior_inputs
-from .trainer import DiffusionPriorTrainer, read_checkpoint, _mixed_precision
+from .trainer import DiffusionPriorTrainer, read_checkpoint, atomic_write, _load_prior_state, _mixed_precision
 from .metrics import evaluate_prior, plot_training, METRIC_KEYS
 
 # %% auto #0
@@ -238,7 +238,7 @@ def set_rng_state(state:dict):
     random.setstate(state['python'])
 
 def _write_json(path:Path, data:dict):
-    tmp = path.with_name(f'.{path.name}.tmp'); tmp.write_text(json.dumps(data, indent=2)); os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
 # %% ../nbs/08_train.ipynb #0012
 def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->dict:
@@ -264,8 +264,9 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
                          f'({dc.batch_size} x {world}); lower data.batch_size or add data')
     loader_args = dict(rank=rank, world_size=world, seed=tc.random_seed, block_size=dc.block_size)
     train_loader = PriorLoader(dataset, *ranges['train'], dc.batch_size, shuffle=dc.shuffle, **loader_args)
-    def eval_loader(split): 
-        return PriorLoader(dataset, *ranges[split], dc.batch_size, shuffle=False, drop_last=False, **loader_args) if ranges.get(split, (0, 0))[1] > ranges.get(split, (0, 0))[0] else None
+    def eval_loader(split):
+        start, end = ranges.get(split, (0, 0))
+        return PriorLoader(dataset, start, end, dc.batch_size, shuffle=False, drop_last=False, **loader_args) if end > start else None
     print(f'rank {rank}/{world} reads train blocks {train_loader.blocks()}', flush=True)
     # 3. model, trainer, resume
     prior = build_prior(config.prior, clip=clip)
@@ -286,7 +287,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
         print(f'rank {rank}: resumed from {latest} at step {trainer.steps_done} (epoch {train_loader.epoch}, row {train_loader.position})', flush=True)
     elif tc.init_from:
         from prior_nbdev.checkpoint import load_prior_weights
-        trainer.unwrapped_prior.load_state_dict(load_prior_weights(tc.init_from))
+        _load_prior_state(trainer.unwrapped_prior, load_prior_weights(tc.init_from))
     config_dict = asdict(config)
 
     def save(path):  # called on every process: the random states of all of them are saved

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_trainer.ipynb #0002
 from __future__ import annotations
-import copy, math, os, tempfile, zipfile
+import copy, math, os, pickle, tempfile, zipfile
 from pathlib import Path
 import torch
 from torch import nn, Tensor
@@ -14,8 +14,8 @@ from accelerate import Accelerator
 from .prior import DiffusionPrior
 
 # %% auto #0
-__all__ = ['param_groups', 'WarmupCosine', 'DiffusionPriorTrainer', 'atomic_torch_save', 'UnsafeCheckpointError', 'DroppedObject',
-           'read_checkpoint', 'prior_config']
+__all__ = ['param_groups', 'WarmupCosine', 'DiffusionPriorTrainer', 'atomic_write', 'atomic_torch_save', 'UnsafeCheckpointError',
+           'DroppedObject', 'read_checkpoint', 'prior_config']
 
 # %% ../nbs/05_trainer.ipynb #0005
 def param_groups(model:nn.Module, wd:float, group_wd_params:bool=True)->list[dict]:
@@ -195,19 +195,23 @@ def embed_text(self:DiffusionPriorTrainer, text:Tensor)->tuple[Tensor, Tensor]:
 # %% ../nbs/05_trainer.ipynb #0018
 from . import __version__
 
-def atomic_torch_save(obj, path:str|Path):
-    "torch.save to a temporary file beside `path`, fsync, then rename over `path`."
+def atomic_write(path:str|Path, write):
+    "Call `write(tmp)` on a temporary file beside `path`, flush it to disk, then rename it over `path`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush(); os.fsync(f.fileno())
+        write(tmp)
+        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+def atomic_torch_save(obj, path:str|Path):
+    "torch.save, atomically (see `atomic_write`)."
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 class UnsafeCheckpointError(ValueError):
     "A checkpoint that would need code (a class or function we do not allow) to unpickle."
@@ -234,7 +238,7 @@ class DroppedObject:
 def _dropped_class(qualname:str):
     return type(qualname.rsplit('.', 1)[-1], (DroppedObject,), {'qualname': qualname})
 
-class _SafeUnpickler(__import__('pickle').Unpickler):
+class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module:str, name:str):
         import _compat_pickle  # protocol-2 pickles use Python 2 names (__builtin__.dict): map them as pickle itself does
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
@@ -246,7 +250,7 @@ class _SafeUnpickler(__import__('pickle').Unpickler):
 class _SafePickleModule:
     "The `pickle_module` torch.load uses: our restricted Unpickler, the standard everything else."
     Unpickler = _SafeUnpickler
-    def __getattr__(self, name): return getattr(__import__('pickle'), name)
+    def __getattr__(self, name): return getattr(pickle, name)
 
 def _contains_dropped(obj)->bool:
     if isinstance(obj, DroppedObject): return True
@@ -263,7 +267,7 @@ def read_checkpoint(path:str|Path, map_location='cpu'):
     except UnsafeCheckpointError as e:
         raise UnsafeCheckpointError(f'{path} was refused: unpickling it needs {e}, which a checkpoint has no reason to contain '
                                     '(only tensors, containers, numbers and version objects are loaded; no code from the file runs)') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, __import__('pickle').UnpicklingError, ValueError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, pickle.UnpicklingError, ValueError) as e:
         raise ValueError(f'{path} is not a readable checkpoint (truncated or corrupt?): {e}') from e
     if isinstance(obj, dict) and isinstance(obj.get('warmup_scheduler'), DroppedObject): obj.pop('warmup_scheduler')
     if _contains_dropped(obj): raise UnsafeCheckpointError(f'{path} holds pickled objects (optimizer/scheduler instances) where weights were expected')

@@ -214,3 +214,13 @@ def test_caption_mode_runs_clip_on_the_fly(tmp_path):
     assert ckpt['step'] == 2 * 8
     assert not any(k.startswith('clip.') for k in ckpt['model']) and not any(k.startswith('clip.') for k in ckpt['ema_model'])
     assert set(json.loads((tmp_path / 'run' / 'metrics.json').read_text())) >= set(METRIC_KEYS)
+
+
+def test_init_from_starts_from_given_weights(tmp_path):
+    data = toy_data(tmp_path / 'data')
+    first = toy_config(data, tmp_path / 'first', epochs=4)
+    train(config_from_dict(TrainDiffusionPriorConfig, first), progress=False)
+    second = toy_config(data, tmp_path / 'second', epochs=1, init_from=str(tmp_path / 'first' / 'latest.pt'))
+    train(config_from_dict(TrainDiffusionPriorConfig, second), progress=False)
+    a, b = (json.loads((tmp_path / run / 'history.json').read_text())['loss'] for run in ('first', 'second'))
+    assert b[0] < 0.8 * a[0], (a[0], b[0])    # the second run's first losses are those of trained weights

@@ -17,6 +17,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = '3.10 3.11 3.12 3.13'.split()
 license_name, license_classifier = licenses[cfg['license'].lower()]
 min_python = cfg['min_python']
+extras = {name.strip(): shlex.split(reqs) for name, reqs in (e.split(':', 1) for e in cfg.get('extras', '').split(';') if e.strip())}
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -35,7 +36,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
     install_requires=shlex.split(cfg.get('requirements', '')),
-    extras_require={'dev': shlex.split(cfg.get('dev_requirements', ''))},
+    extras_require={'dev': shlex.split(cfg.get('dev_requirements', '')), **extras},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -7,16 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import torch
+from fastcore.basics import patch
 from torch import Tensor
 from . import __version__
 from .schedule import make_betas, BETA_SCHEDULES
 from .network import DiffusionPriorNetwork, NUMERICS, numerics_for_release
 from .prior import DiffusionPrior
-from .trainer import read_checkpoint, prior_config
+from .trainer import read_checkpoint, prior_config, atomic_write
 
 # %% auto #0
-__all__ = ['prior_state', 'detect_numerics', 'infer_net_config', 'infer_schedule', 'load_prior', 'save_prior',
-           'load_prior_weights']
+__all__ = ['PRETRAINED_WEIGHTS', 'prior_state', 'detect_numerics', 'infer_net_config', 'infer_schedule', 'load_prior',
+           'save_prior', 'load_prior_weights']
 
 # %% ../nbs/09_checkpoint.ipynb #0005
 def _read(source)->tuple[dict, str]:
@@ -172,3 +173,64 @@ def save_prior(prior:DiffusionPrior, path:str|Path):
 def load_prior_weights(path)->dict:
     "Just the weights of a prior checkpoint (EMA where present), for starting a training run from them."
     return prior_state(path)[0]
+
+# %% ../nbs/09_checkpoint.ipynb #bddc1bf4
+PRETRAINED_WEIGHTS = 'model.safetensors'
+
+@patch
+def _save_pretrained(self:DiffusionPrior, save_directory:Path):
+    "Write `config.json` and `model.safetensors` (weights without CLIP's) into `save_directory`."
+    from safetensors.torch import save_file
+    save_directory = Path(save_directory)
+    config = dict(prior_config(self), format='prior_nbdev', version=__version__)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items() if not k.startswith('clip.')}
+    atomic_write(save_directory / PRETRAINED_WEIGHTS, lambda tmp: save_file(state, tmp, metadata=dict(format='prior_nbdev')))
+    atomic_write(save_directory / 'config.json', lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True)))
+
+# %% ../nbs/09_checkpoint.ipynb #1bd9a8ae
+def _hub_reachable(timeout:float=3.)->str|None:
+    "None when the Hub's endpoint answers a TCP connection, else why not."
+    import socket, urllib.parse
+    from huggingface_hub import constants
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == 'https' else 80)), timeout=timeout): return None
+    except OSError as e: return f'{constants.ENDPOINT} cannot be reached ({e})'
+
+def _pretrained_files(model_id:str, **hub_kwargs)->tuple[Path, Path]:
+    "Local paths of (config.json, model.safetensors) for a folder or a hub id."
+    folder = Path(model_id)
+    if folder.is_dir():
+        files = folder / 'config.json', folder / PRETRAINED_WEIGHTS
+        if missing := [f.name for f in files if not f.is_file()]:
+            raise FileNotFoundError(f'{folder} is not a prior_nbdev model folder: it lacks {missing} (save_pretrained writes both)')
+        return files
+    if '/' not in model_id or model_id.count('/') > 1 or model_id.startswith(('.', '/')):
+        raise FileNotFoundError(f'{model_id!r} is neither a folder nor a hub id like "user/name"')
+    from huggingface_hub import hf_hub_download, constants
+    offline = constants.HF_HUB_OFFLINE or hub_kwargs.get('local_files_only')
+    if not offline and (why := _hub_reachable()):
+        raise ConnectionError(f'cannot download {model_id!r} from the Hugging Face Hub: {why}. Pass a local folder, '
+                              'or set HF_HUB_OFFLINE=1 to use a copy in the local cache')
+    try: return tuple(Path(hf_hub_download(model_id, name, **hub_kwargs)) for name in ('config.json', PRETRAINED_WEIGHTS))
+    except Exception as e:
+        raise FileNotFoundError(f'could not get {model_id!r} from the Hugging Face Hub{" cache (offline)" if offline else ""}: '
+                                f'{type(e).__name__}: {str(e).splitlines()[0]}') from e
+
+@patch(cls_method=True)
+def from_pretrained(cls:DiffusionPrior, pretrained_model_name_or_path:str|Path, *,
+                    clip=None,                      # a CLIP adapter to attach
+                    device=None,                    # where to put the prior
+                    force_download:bool=False, token:str|bool|None=None, cache_dir:str|Path|None=None,
+                    local_files_only:bool=False, revision:str|None=None)->DiffusionPrior:
+    "A prior from a `save_pretrained` folder or a Hugging Face Hub id."
+    hub_kwargs = dict(force_download=force_download, token=token, cache_dir=cache_dir, local_files_only=local_files_only, revision=revision)
+    config_file, weights = _pretrained_files(str(pretrained_model_name_or_path), **{k: v for k, v in hub_kwargs.items() if v})
+    try: config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f'{config_file} is not valid JSON: {e}') from e
+    if not isinstance(config, dict) or not {'prior', 'net'} <= set(config):
+        raise ValueError(f'{config_file} is not a prior_nbdev config: expected the keys "prior" and "net", got {sorted(config) if isinstance(config, dict) else type(config).__name__}')
+    state, _, _ = prior_state(weights)
+    prior = load_prior(dict(model=state, config=config, format='prior_nbdev'), clip=clip, device=device)
+    prior._hub_mixin_config = config
+    return prior

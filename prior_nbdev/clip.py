@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['OpenClipAdapter', 'OpenAIClipAdapter', 'write_clip_embeddings']
+__all__ = ['OpenClipAdapter', 'OpenAIClipAdapter', 'images_to_tensor', 'write_clip_embeddings']
 
 # %% ../nbs/07_clip.ipynb #0005
 def _find_ln_final(model:nn.Module)->nn.Module:
@@ -35,11 +35,14 @@ class OpenClipAdapter(nn.Module):
                 ):
         super().__init__()
         import open_clip
+        built = model is None
         if model is None:
             if pretrained is not None and Path(str(pretrained)).suffix in ('.pt', '.pth', '.bin', '.safetensors') and not Path(str(pretrained)).is_file():
                 raise FileNotFoundError(f'pretrained checkpoint {pretrained} does not exist')
             model = open_clip.create_model(name, pretrained=str(pretrained) if pretrained is not None else None)
         self.clip, self.name = model.eval().requires_grad_(False), name
+        # how to build it again (None when a ready model was passed): recorded in the prior's configuration
+        self.spec = dict(model=name, pretrained=str(pretrained) if pretrained is not None else None) if built else None
         self.tokenizer = tokenizer if tokenizer is not None else open_clip.get_tokenizer(name)
         cfg = open_clip.get_model_preprocess_cfg(model) if hasattr(open_clip, 'get_model_preprocess_cfg') else {}
         self.image_mean = tuple(image_mean or cfg.get('mean', open_clip.OPENAI_DATASET_MEAN))
@@ -105,7 +108,7 @@ def OpenAIClipAdapter(name:str='ViT-L/14')->OpenClipAdapter:
     return OpenClipAdapter(name.replace('/', '-'), pretrained='openai')
 
 # %% ../nbs/07_clip.ipynb #0011
-def _as_image_batch(images)->Tensor:
+def images_to_tensor(images)->Tensor:
     "uint8 (b, h, w, 3) arrays or float (b, 3, h, w) tensors in [0, 1] -> float (b, 3, h, w)."
     x = torch.as_tensor(images)
     if x.dtype == torch.uint8: x = x.permute(0, 3, 1, 2).float() / 255
@@ -119,6 +122,6 @@ def write_clip_embeddings(clip:OpenClipAdapter, images, captions:list[str], out:
     if len(images) != len(captions): raise ValueError(f'{len(images)} images but {len(captions)} captions')
     image_embeds, text_embeds = [], []
     for s in tqdm(range(0, len(captions), batch_size), desc='embedding', disable=not progress):
-        image_embeds.append(clip.embed_image(_as_image_batch(images[s:s + batch_size]))[0].cpu())
+        image_embeds.append(clip.embed_image(images_to_tensor(images[s:s + batch_size]))[0].cpu())
         text_embeds.append(clip.embed_text(clip.tokenize(captions[s:s + batch_size]))[0].cpu())
     return write_embedding_shards(out, torch.cat(image_embeds).numpy(), torch.cat(text_embeds).numpy(), list(captions), shard_size=shard_size)

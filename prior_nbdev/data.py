@@ -199,6 +199,7 @@ class PriorLoader:
         self.shuffle, self.drop_last, self.rank, self.world_size = shuffle, drop_last, rank, world_size
         self.seed, self.block_size = seed, block_size
         self.epoch, self.position = 0, 0   # position: rows of this epoch already handed out by this process
+        self.plan = None   # this epoch's segments per rank after a resume on another number of processes; None: blocks()
 
     def blocks(self, rank:int|None=None)->list[tuple[int, int]]:
         "The (start, end) blocks `rank` (default: this process) reads this epoch, in order."
@@ -210,10 +211,15 @@ class PriorLoader:
             blocks = [blocks[i] for i in order.tolist()]
         return blocks[rank::self.world_size]
 
+    def segments(self, rank:int|None=None)->list[tuple[int, int, int]]:
+        "The (start, end, skip) pieces `rank` reads this epoch: its blocks, or the plan made when resuming on another world size."
+        rank = self.rank if rank is None else rank
+        return self.plan[rank] if self.plan is not None else [(s, e, 0) for s, e in self.blocks(rank)]
+
     def rows_per_epoch(self)->int:
         "Rows this process hands out per epoch (equal on every process when drop_last)."
-        if not self.drop_last: return sum(e - s for s, e in self.blocks())
-        shares = [sum(e - s for s, e in self.blocks(r)) for r in range(self.world_size)]
+        shares = [sum(e - s - skip for s, e, skip in self.segments(r)) for r in range(self.world_size)]
+        if not self.drop_last: return shares[self.rank]
         return min(shares) // self.batch_size * self.batch_size
 
     def __len__(self)->int: return math.ceil(self.rows_per_epoch() / self.batch_size)
@@ -230,13 +236,13 @@ def _concat(parts:list[dict])->dict:
 def __iter__(self:PriorLoader):
     total, skip, pending, pending_rows = self.rows_per_epoch(), self.position, [], 0
     handed_out = self.position
-    for block_index, (s, e) in enumerate(self.blocks()):
+    for s, e, done in self.segments():
         if handed_out + pending_rows >= total: break
-        if skip >= e - s: skip -= e - s; continue   # resuming: this whole block was consumed before
+        if skip >= e - s - done: skip -= e - s - done; continue   # resuming: this whole piece was consumed before
         rows = self.dataset.read(s, e)
         order = (torch.randperm(e - s, generator=torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 7919 + s))
                  if self.shuffle else torch.arange(e - s))
-        rows = _take(rows, order[skip:]); skip = 0
+        rows = _take(rows, order[done + skip:]); skip = 0
         pending.append(rows); pending_rows += len(rows['image_embed'])
         while pending_rows >= self.batch_size and handed_out < total:
             stream = _concat(pending)
@@ -249,20 +255,48 @@ def __iter__(self:PriorLoader):
         batch = _concat(pending)
         handed_out += pending_rows; self.position = handed_out
         yield batch
-    self.epoch, self.position = self.epoch + 1, 0
+    self.epoch, self.position, self.plan = self.epoch + 1, 0, None
 
 @patch
 def state_dict(self:PriorLoader)->dict:
-    "Where this process is: the epoch and the rows of it already handed out (the same on every rank when drop_last)."
-    return dict(epoch=self.epoch, position=self.position, seed=self.seed, world_size=self.world_size)
+    "Where this process is: the epoch, the rows of it already handed out (the same on every rank when drop_last), and the plan."
+    return dict(epoch=self.epoch, position=self.position, seed=self.seed, world_size=self.world_size,
+                plan=None if self.plan is None else [list(map(list, p)) for p in self.plan])
+
+# %% ../nbs/04_data.ipynb #f3c70cca
+@patch
+def remaining(self:PriorLoader)->list[list[tuple[int, int, int]]]:
+    "Per rank, the (start, end, skip) pieces of this epoch not yet handed out, given `position`."
+    left = []
+    for rank in range(self.world_size):
+        consumed, pieces = self.position, []
+        for s, e, done in self.segments(rank):
+            n = e - s - done
+            if consumed >= n: consumed -= n; continue
+            pieces.append((s, e, done + consumed)); consumed = 0
+        left.append(pieces)
+    return left
 
 @patch
 def load_state_dict(self:PriorLoader, state:dict):
-    "Continue from a `state_dict()`; the shuffling seed and the number of processes must match."
-    for key in ('seed', 'world_size'):
-        if state[key] != getattr(self, key):
-            raise ValueError(f'cannot resume: the saved loader had {key}={state[key]}, this one has {getattr(self, key)}')
+    "Continue from a `state_dict()`, with the same number of processes or another (the shuffling seed must match)."
+    if state['seed'] != self.seed: raise ValueError(f"cannot resume: the saved loader had seed={state['seed']}, this one has {self.seed}")
     self.epoch, self.position = state['epoch'], state['position']
+    plan = state.get('plan')
+    if state['world_size'] == self.world_size:
+        self.plan = None if plan is None else [[tuple(p) for p in pieces] for pieces in plan]
+        return
+    old = PriorLoader(self.dataset, self.start, self.end, self.batch_size, shuffle=self.shuffle, drop_last=self.drop_last,
+                      world_size=state['world_size'], seed=self.seed, block_size=self.block_size)
+    old.epoch, old.position = self.epoch, self.position
+    old.plan = None if plan is None else [[tuple(p) for p in pieces] for pieces in plan]
+    left = old.remaining()
+    partial = [pieces[0] for pieces in left if pieces and pieces[0][2] > 0]              # tails of blocks being read
+    longest = max(map(len, left), default=0)                                             # then untouched blocks,
+    whole = [q[j] for j in range(longest) for q in left if j < len(q) and q[j][2] == 0]  # in the old reading order
+    pieces = partial + whole
+    self.plan = [pieces[r::self.world_size] for r in range(self.world_size)]
+    self.position = 0
 
 # %% ../nbs/04_data.ipynb #001e
 def prior_inputs(batch:dict, prior)->dict:

@@ -137,7 +137,9 @@ def register_shapes_clip()->str:
 def shapes_clip(weights:str|Path|None=SHAPES_CLIP_WEIGHTS):
     "The shapes world's CLIP as an `OpenClipAdapter` (with the packaged weights; `weights=None`: untrained)."
     from prior_nbdev.clip import OpenClipAdapter
-    return OpenClipAdapter(register_shapes_clip(), pretrained=weights, tokenizer=ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length']))
+    adapter = OpenClipAdapter(register_shapes_clip(), pretrained=weights, tokenizer=ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length']))
+    adapter.spec = dict(model=SHAPES_CLIP_NAME, pretrained=None if Path(weights or '') == SHAPES_CLIP_WEIGHTS else weights and str(weights))
+    return adapter
 
 # %% ../nbs/10_demo.ipynb #0016
 def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threads:int|None=None)->dict:
@@ -159,8 +161,8 @@ def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threa
 def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], gallery_rows:slice, picks:list[int], k:int=4, seed:int=0):
     "For held-out captions `picks`: the `k` gallery images nearest to the prior's sample and to the raw text embedding."
     import matplotlib.pyplot as plt
-    from prior_nbdev.clip import _as_image_batch
-    gallery = clip.embed_image(_as_image_batch(images[gallery_rows]))[0]
+    from prior_nbdev.clip import images_to_tensor
+    gallery = clip.embed_image(images_to_tensor(images[gallery_rows]))[0]
     text_embed = clip.embed_text(clip.tokenize([captions[i] for i in picks]))[0]
     torch.manual_seed(seed)
     sampled = prior.sample(text_embed=text_embed, num_samples_per_batch=2, timesteps=64)

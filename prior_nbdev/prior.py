@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 from fastcore.basics import patch
+from huggingface_hub import ModelHubMixin
 from .schedule import NoiseScheduler, ddpm_step, ddim_step
 from .network import DiffusionPriorNetwork
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'l2norm', 'DiffusionPrior', 'dalle2_ddim_times', 'ddim_times']
+__all__ = ['SAMPLERS', 'l2norm', 'DiffusionPrior', 'randn_rows', 'dalle2_ddim_times', 'ddim_times']
 
 # %% ../nbs/03_prior.ipynb #0005
 def l2norm(x:Tensor)->Tensor:
@@ -24,7 +25,7 @@ def l2norm(x:Tensor)->Tensor:
 SAMPLERS = ('ddpm', 'ddim_dalle2', 'ddim')
 
 # %% ../nbs/03_prior.ipynb #0006
-class DiffusionPrior(nn.Module):
+class DiffusionPrior(nn.Module, ModelHubMixin, library_name='prior_nbdev', tags=['diffusion-prior', 'clip', 'dalle2']):
     "Gaussian diffusion over image embeddings, conditioned on text, with a `DiffusionPriorNetwork` as the denoiser."
     def __init__(self,
                  net:DiffusionPriorNetwork,           # The denoising network; `net.dim` must equal image_embed_dim
@@ -165,11 +166,29 @@ def forward(self:DiffusionPrior, text:Tensor|None=None, image:Tensor|None=None, 
     return self.p_losses(image_embed * self.image_embed_scale, times, text_cond)
 
 # %% ../nbs/03_prior.ipynb #0016
+def randn_rows(like:Tensor, generator=None)->Tensor:
+    "Standard normal noise shaped like `like`: from the global RNG (None), a `torch.Generator`, or a list of generators, one per equal group of rows."
+    if generator is None: return torch.randn_like(like)
+    if isinstance(generator, torch.Generator):
+        return torch.randn(like.shape, generator=generator, device=generator.device, dtype=like.dtype).to(like.device)
+    gens = list(generator)
+    if not gens or like.shape[0] % len(gens):
+        raise ValueError(f'{len(gens)} generators for {like.shape[0]} rows: pass one torch.Generator, or one per prompt')
+    rows = like.shape[0] // len(gens)
+    return torch.cat([torch.randn((rows, *like.shape[1:]), generator=g, device=g.device, dtype=like.dtype) for g in gens]).to(like.device)
+
+# %% ../nbs/03_prior.ipynb #ea3a9aab
 @patch
 def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, self_cond:Tensor|None=None,
-                     cond_scale:float=1., cache=None)->Tensor:
-    "The network's estimate of x0 from `x` at steps `t`, with guidance of strength `cond_scale` (`cache`: see the network chapter)."
-    if cache is not None: pred = self.net.predict_cached(cache, x, t, self_cond, cond_scale)
+                     cond_scale:float=1., cache=None, negative_cond:dict|None=None, negative_cache=None)->Tensor:
+    "The network's estimate of x0 from `x` at steps `t`, guided with strength `cond_scale` away from the null condition or from `negative_cond`."
+    if negative_cond is not None and cond_scale != 1:   # both branches see the noised image; only the text differs
+        if cache is not None:
+            cond, neg = (self.net.predict_cached(c, x, t, self_cond) for c in (cache, negative_cache))
+        else:
+            cond, neg = (self.net.forward_with_cond_scale(x, t, self_cond=self_cond, **c) for c in (text_cond, negative_cond))
+        pred = neg + (cond - neg) * cond_scale
+    elif cache is not None: pred = self.net.predict_cached(cache, x, t, self_cond, cond_scale)
     else: pred = self.net.forward_with_cond_scale(x, t, cond_scale=cond_scale, self_cond=self_cond, **text_cond)
     if self.predict_v: x_start = self.noise_scheduler.predict_start_from_v(x, t, pred)
     elif self.predict_x_start: x_start = pred
@@ -179,33 +198,49 @@ def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, se
     if self.predict_x_start and self.sampling_clamp_l2norm: x_start = self.l2norm_clamp_embed(x_start)
     return x_start
 
+# %% ../nbs/03_prior.ipynb #295c69f0
 @patch
-def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float, times:list[int], update, progress:bool)->Tensor:
-    "Run the shared sampling loop over `times` with `update(x, x_start, t, step_index)`; returns the scaled sample."
-    if cond_scale != 1 and not self.can_classifier_guidance:
+def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float, times:list[int], update, progress:bool, *,
+             generator=None, latents:Tensor|None=None, negative_cond:dict|None=None, callback=None,
+             return_intermediates:bool=False):
+    "Run the shared sampling loop over `times` with `update(x, x_start, t, i, randn)`; the scaled sample (and its trajectory)."
+    guide_by_null = cond_scale != 1 and negative_cond is None
+    if guide_by_null and not self.can_classifier_guidance:
         raise ValueError(f'cond_scale={cond_scale}: ' + (self.guidance_refusal or 'guidance needs a prior trained with condition '
                          'dropout (text_cond_drop_prob and image_cond_drop_prob > 0); this one was not, so only cond_scale=1 is meaningful'))
-    batch = shape[0]
-    x = torch.randn(shape, device=self.device)
+    batch, scale = shape[0], self.image_embed_scale
+    def randn(like): return randn_rows(like, generator)
+    if latents is not None:
+        if tuple(latents.shape) != tuple(shape): raise ValueError(f'latents must have shape {tuple(shape)}, got {tuple(latents.shape)}')
+        x = latents.to(self.device, torch.float32)
+    else: x = torch.randn(shape, device=self.device) if generator is None else randn(torch.empty(shape, device=self.device))
     if self.init_image_embed_l2norm: x = self.l2norm_clamp_embed(x)
     # the text prefix's keys/values are the same at every step: computed once (exact; see the network chapter)
-    cache = (self.net.cache_text(text_cond['text_embed'], text_cond.get('text_encodings'), with_null=cond_scale != 1)
-             if self.cache_text_prefix and (cond_scale == 1 or self.net.numerics.null_tokens == 'split') else None)
-    x_start = None
+    use_cache = self.cache_text_prefix and (not guide_by_null or self.net.numerics.null_tokens == 'split')
+    cache = self.net.cache_text(text_cond['text_embed'], text_cond.get('text_encodings'), with_null=guide_by_null) if use_cache else None
+    negative_cache = (self.net.cache_text(negative_cond['text_embed'], negative_cond.get('text_encodings'))
+                      if use_cache and negative_cond is not None else None)
+    x_start, trajectory = None, []
     for i, time in enumerate(tqdm(times, desc='sampling', disable=not progress)):
         t = torch.full((batch,), time, device=self.device, dtype=torch.long)
-        x_start = self.estimate_x_start(x, t, text_cond, self_cond=x_start if self.net.self_cond else None, cond_scale=cond_scale, cache=cache)
-        x = update(x, x_start, t, i)
+        x_start = self.estimate_x_start(x, t, text_cond, self_cond=x_start if self.net.self_cond else None, cond_scale=cond_scale,
+                                        cache=cache, negative_cond=negative_cond, negative_cache=negative_cache)
+        if return_intermediates: trajectory.append((time, x / scale, x_start / scale))
+        if callback is not None and callback(i, time, x / scale, x_start / scale) is False:
+            x = x_start; break      # stopped early: the best guess so far
+        x = update(x, x_start, t, i, randn)
     if self.predict_x_start and self.sampling_final_clamp_l2norm: x = self.l2norm_clamp_embed(x)
-    return x
+    if not return_intermediates: return x
+    return x, dict(t=torch.tensor([s[0] for s in trajectory]), x_t=torch.stack([s[1] for s in trajectory]),
+                   x0=torch.stack([s[2] for s in trajectory]))
 
 # %% ../nbs/03_prior.ipynb #0018
 @patch
 @torch.no_grad()
-def p_sample_loop_ddpm(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float=1., progress:bool=False)->Tensor:
-    "Scaled samples by ancestral sampling over all T steps."
-    def update(x, x_start, t, i): return ddpm_step(self.noise_scheduler, x, x_start, t, torch.randn_like(x))
-    return self._denoise(shape, text_cond, cond_scale, list(range(self.noise_scheduler.num_timesteps - 1, -1, -1)), update, progress)
+def p_sample_loop_ddpm(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float=1., progress:bool=False, **controls):
+    "Scaled samples by ancestral sampling over all T steps (`controls`: see `_denoise`)."
+    def update(x, x_start, t, i, randn): return ddpm_step(self.noise_scheduler, x, x_start, t, randn(x))
+    return self._denoise(shape, text_cond, cond_scale, list(range(self.noise_scheduler.num_timesteps - 1, -1, -1)), update, progress, **controls)
 
 # %% ../nbs/03_prior.ipynb #001a
 def dalle2_ddim_times(num_timesteps:int, sample_timesteps:int)->list[tuple[int, int]]:
@@ -216,17 +251,17 @@ def dalle2_ddim_times(num_timesteps:int, sample_timesteps:int)->list[tuple[int, 
 @patch
 @torch.no_grad()
 def p_sample_loop_ddim(self:DiffusionPrior, shape:tuple, text_cond:dict, *, timesteps:int, eta:float=1.,
-                       cond_scale:float=1., progress:bool=False)->Tensor:
+                       cond_scale:float=1., progress:bool=False, **controls):
     "Scaled samples by the reference's DDIM with `timesteps` steps (`timesteps - 1` network calls)."
     sched, pairs = self.noise_scheduler, dalle2_ddim_times(self.noise_scheduler.num_timesteps, timesteps)
     alphas = sched.alphas_cumprod_prev
-    def update(x, x_start, t, i):
+    def update(x, x_start, t, i, randn):
         time, time_next = pairs[i]
         if time_next < 0: return x_start
         pred_noise = sched.predict_noise_from_start(x, t, x_start)
-        noise = torch.randn_like(x) if time_next > 0 else 0.
+        noise = randn(x) if time_next > 0 else 0.
         return ddim_step(x_start, pred_noise, alphas[time], alphas[time_next], noise, eta)
-    return self._denoise(shape, text_cond, cond_scale, [time for time, _ in pairs], update, progress)
+    return self._denoise(shape, text_cond, cond_scale, [time for time, _ in pairs], update, progress, **controls)
 
 # %% ../nbs/03_prior.ipynb #001d
 def ddim_times(num_timesteps:int, sample_timesteps:int)->list[int]:
@@ -238,69 +273,122 @@ def ddim_times(num_timesteps:int, sample_timesteps:int)->list[int]:
 @patch
 @torch.no_grad()
 def p_sample_loop_ddim_textbook(self:DiffusionPrior, shape:tuple, text_cond:dict, *, timesteps:int, eta:float=0.,
-                                cond_scale:float=1., progress:bool=False)->Tensor:
+                                cond_scale:float=1., progress:bool=False, **controls):
     "Scaled samples by DDIM (Song et al.) over `timesteps` network calls, with stochasticity `eta`."
     sched, times = self.noise_scheduler, ddim_times(self.noise_scheduler.num_timesteps, timesteps)
-    def update(x, x_start, t, i):
+    def update(x, x_start, t, i, randn):
         alpha = sched.alphas_cumprod[times[i]]
         alpha_next = sched.alphas_cumprod[times[i + 1]] if i + 1 < len(times) else torch.ones((), device=x.device)
         pred_noise = sched.predict_noise_from_start(x, t, x_start)
-        noise = torch.randn_like(x) if eta > 0 and i + 1 < len(times) else 0.
+        noise = randn(x) if eta > 0 and i + 1 < len(times) else 0.
         return ddim_step(x_start, pred_noise, alpha, alpha_next, noise, eta)
-    return self._denoise(shape, text_cond, cond_scale, times, update, progress)
+    return self._denoise(shape, text_cond, cond_scale, times, update, progress, **controls)
 
 # %% ../nbs/03_prior.ipynb #0020
 @patch
 @torch.no_grad()
 def p_sample_loop(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float=1., timesteps:int|None=None, *,
-                  sampler:str|None=None,   # 'ddpm', 'ddim_dalle2' (the reference's DDIM) or 'ddim'; None: the reference's rule
-                  eta:float|None=None,     # DDIM noise; default 1 for 'ddim_dalle2', 0 for 'ddim'
-                  progress:bool=False,     # Show a progress bar
-                 )->Tensor:
+                  sampler:str|None=None,        # 'ddpm', 'ddim_dalle2' (the reference's DDIM) or 'ddim'; None: the reference's rule
+                  eta:float|None=None,          # DDIM noise; default 1 for 'ddim_dalle2', 0 for 'ddim'
+                  progress:bool=False,          # Show a progress bar
+                  generator=None,               # a torch.Generator, or one per equal group of rows; None: the global RNG
+                  latents:Tensor|None=None,     # `shape` starting noise (standard normal); None: drawn
+                  negative_cond:dict|None=None, # text_embed (+ text_encodings) of `shape[0]` negative prompts to guide away from
+                  callback=None,                # callback(i, t, x_t, x0) after each network call; returning False stops
+                  return_intermediates:bool=False, # also return dict(t, x_t, x0), each stacked over the steps
+                 ):
     "Image embeddings of `shape` sampled for `text_cond`, at CLIP's scale."
     num_timesteps = self.noise_scheduler.num_timesteps
     timesteps = num_timesteps if timesteps is None else int(timesteps)
     if not 1 <= timesteps <= num_timesteps: raise ValueError(f'timesteps must lie in [1, {num_timesteps}], got {timesteps}')
     if sampler is None: sampler = 'ddpm' if timesteps == num_timesteps else 'ddim_dalle2'
     if sampler not in SAMPLERS: raise ValueError(f'unknown sampler {sampler!r}; expected one of {list(SAMPLERS)}')
+    if negative_cond is not None and negative_cond['text_embed'].shape[0] != shape[0]:
+        raise ValueError(f"negative_cond has {negative_cond['text_embed'].shape[0]} rows for {shape[0]} samples")
+    controls = dict(generator=generator, latents=latents, negative_cond=negative_cond, callback=callback,
+                    return_intermediates=return_intermediates)
     if sampler == 'ddpm':
         if timesteps != num_timesteps: raise ValueError(f'the ddpm sampler visits all {num_timesteps} steps; got timesteps={timesteps}')
         if eta is not None: raise ValueError('eta applies to the DDIM samplers, not ddpm')
-        x = self.p_sample_loop_ddpm(shape, text_cond, cond_scale=cond_scale, progress=progress)
+        out = self.p_sample_loop_ddpm(shape, text_cond, cond_scale=cond_scale, progress=progress, **controls)
     elif sampler == 'ddim_dalle2':
         if timesteps < 2: raise ValueError('the ddim_dalle2 sampler needs timesteps >= 2 (it makes timesteps - 1 network calls)')
-        x = self.p_sample_loop_ddim(shape, text_cond, timesteps=timesteps, eta=1. if eta is None else eta, cond_scale=cond_scale, progress=progress)
+        out = self.p_sample_loop_ddim(shape, text_cond, timesteps=timesteps, eta=1. if eta is None else eta, cond_scale=cond_scale,
+                                      progress=progress, **controls)
     else:
-        x = self.p_sample_loop_ddim_textbook(shape, text_cond, timesteps=timesteps, eta=0. if eta is None else eta, cond_scale=cond_scale, progress=progress)
-    return x / self.image_embed_scale
+        out = self.p_sample_loop_ddim_textbook(shape, text_cond, timesteps=timesteps, eta=0. if eta is None else eta,
+                                               cond_scale=cond_scale, progress=progress, **controls)
+    if return_intermediates: return out[0] / self.image_embed_scale, out[1]
+    return out / self.image_embed_scale
 
 # %% ../nbs/03_prior.ipynb #0027
+def _alias(ours:str, value, default, theirs:str, their_value):
+    "`their_value` (a diffusers name) where given, after checking it agrees with ours."
+    if their_value is None: return value
+    if value != default and value != their_value: raise ValueError(f'{ours}={value!r} and {theirs}={their_value!r} disagree')
+    return their_value
+
+@patch
+def _tokens(self:DiffusionPrior, text):
+    "Token ids from strings through the CLIP adapter's tokenizer (ids and None pass through)."
+    if text is None or isinstance(text, Tensor): return text
+    if isinstance(text, str): text = [text]
+    if self.clip is None or not hasattr(self.clip, 'tokenize'):
+        raise ValueError('text given as strings needs a CLIP adapter with a tokenizer: build the prior with clip=..., or pass token ids or text_embed')
+    return self.clip.tokenize(list(text))
+
+# %% ../nbs/03_prior.ipynb #11af492e
 @patch
 @torch.no_grad()
-def sample(self:DiffusionPrior, text:Tensor|None=None, num_samples_per_batch:int=2, cond_scale:float=1.,
+def sample(self:DiffusionPrior, text:Tensor|list[str]|None=None, num_samples_per_batch:int=2, cond_scale:float=1.,
            timesteps:int|None=None, *,
            text_embed:Tensor|None=None,         # (b, d) precomputed text embeddings, instead of text
            text_encodings:Tensor|None=None,     # (b, n, d) precomputed encodings, with text_embed
            n_samples_per_batch:int|None=None,   # The seed document's name for num_samples_per_batch
            sampler:str|None=None, eta:float|None=None, progress:bool=False,
-          )->Tensor:                            # (b, d) the best candidate per text
-    "One image embedding per text: the most text-similar of `num_samples_per_batch` candidates."
+           negative_text:Tensor|list[str]|None=None, # Negative prompt(s): token ids or strings, 1 or b of them
+           negative_text_embed:Tensor|None=None,     # (1 or b, d) precomputed negative text embeddings
+           negative_text_encodings:Tensor|None=None, # (1 or b, n, d) with negative_text_embed
+           num_images_per_prompt:int=1,         # Embeddings returned per prompt
+           generator=None,                      # torch.Generator, or a list with one per prompt
+           latents:Tensor|None=None,            # (b * num_images_per_prompt * num_samples_per_batch, d) starting noise
+           callback=None,                       # callback(i, t, x_t, x0) per step; returning False stops
+           return_intermediates:bool=False,     # Also return dict(t, x_t, x0) of the returned embeddings
+           num_inference_steps:int|None=None, guidance_scale:float|None=None, # diffusers' names for timesteps, cond_scale
+          ):                                    # (b * num_images_per_prompt, d), the best candidate each
+    "Image embeddings per text: each the most text-similar of `num_samples_per_batch` candidates."
     if n_samples_per_batch is not None:
         if num_samples_per_batch not in (2, n_samples_per_batch):
             raise ValueError(f'num_samples_per_batch={num_samples_per_batch} and n_samples_per_batch={n_samples_per_batch} disagree')
         num_samples_per_batch = n_samples_per_batch
+    timesteps = _alias('timesteps', timesteps, None, 'num_inference_steps', num_inference_steps)
+    cond_scale = _alias('cond_scale', cond_scale, 1., 'guidance_scale', guidance_scale)
     if num_samples_per_batch < 1: raise ValueError(f'num_samples_per_batch must be >= 1, got {num_samples_per_batch}')
+    if num_images_per_prompt < 1: raise ValueError(f'num_images_per_prompt must be >= 1, got {num_images_per_prompt}')
     timesteps = self.sample_timesteps if timesteps is None else timesteps
-    text_cond = self.text_condition(text, text_embed, text_encodings)
-    batch, r = text_cond['text_embed'].shape[0], num_samples_per_batch
-    repeated = {k: v.repeat_interleave(r, dim=0) for k, v in text_cond.items()}
+    text_cond = self.text_condition(self._tokens(text), text_embed, text_encodings)
+    batch, n, r = text_cond['text_embed'].shape[0], num_images_per_prompt, num_samples_per_batch
+    if isinstance(generator, (list, tuple)) and len(generator) != batch:
+        raise ValueError(f'{len(generator)} generators for {batch} prompts: give one torch.Generator, or one per prompt')
+    negative_cond = None
+    if negative_text is not None or negative_text_embed is not None:
+        negative_cond = self.text_condition(self._tokens(negative_text), negative_text_embed, negative_text_encodings)
+        rows = negative_cond['text_embed'].shape[0]
+        if rows not in (1, batch): raise ValueError(f'{rows} negative prompts for {batch} prompts: give 1 or {batch}')
+        negative_cond = {k: v.expand(batch, *v.shape[1:]).repeat_interleave(n * r, dim=0) for k, v in negative_cond.items()}
+    repeated = {k: v.repeat_interleave(n * r, dim=0) for k, v in text_cond.items()}
     was_training = self.training
     self.eval()
     try:
-        candidates = self.p_sample_loop((batch * r, self.image_embed_dim), repeated, cond_scale=cond_scale,
-                                        timesteps=timesteps, sampler=sampler, eta=eta, progress=progress)
+        out = self.p_sample_loop((batch * n * r, self.image_embed_dim), repeated, cond_scale=cond_scale, timesteps=timesteps,
+                                 sampler=sampler, eta=eta, progress=progress, generator=generator, latents=latents,
+                                 negative_cond=negative_cond, callback=callback, return_intermediates=return_intermediates)
     finally:
         self.train(was_training)
-    candidates = candidates.view(batch, r, -1)
-    similarity = (l2norm(text_cond['text_embed'])[:, None] * l2norm(candidates)).sum(-1)  # (b, r)
-    return candidates[torch.arange(batch, device=candidates.device), similarity.argmax(dim=1)]
+    candidates, trajectory = out if return_intermediates else (out, None)
+    candidates = candidates.view(batch * n, r, -1)
+    similarity = (l2norm(text_cond['text_embed']).repeat_interleave(n, 0)[:, None] * l2norm(candidates)).sum(-1)  # (b*n, r)
+    rows, best = torch.arange(batch * n, device=candidates.device), similarity.argmax(dim=1)
+    if trajectory is None: return candidates[rows, best]
+    pick = lambda s: s.view(s.shape[0], batch * n, r, -1)[:, rows.cpu(), best.cpu()]
+    return candidates[rows, best], dict(t=trajectory['t'], x_t=pick(trajectory['x_t']), x0=pick(trajectory['x0']))

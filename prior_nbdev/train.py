@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_train.ipynb #0002
 from __future__ import annotations
-import argparse, dataclasses, json, math, random, sys, time, warnings
+import argparse, dataclasses, json, math, os, random, sys, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch
@@ -17,7 +17,8 @@ from .metrics import evaluate_prior, plot_training, METRIC_KEYS
 # %% auto #0
 __all__ = ['NetConfig', 'ClipConfig', 'PriorConfig', 'DataConfig', 'TrainConfig', 'TrackerConfig', 'TrainDiffusionPriorConfig',
            'config_from_dict', 'translate_reference_config', 'load_config', 'build_clip', 'build_prior',
-           'NonFiniteLossError', 'rng_state', 'set_rng_state', 'train', 'main']
+           'NonFiniteLossError', 'rng_state', 'set_rng_state', 'check_trackers', 'flat_config', 'train_log',
+           'link_latest', 'train', 'main']
 
 # %% ../nbs/08_train.ipynb #0005
 @dataclass
@@ -124,6 +125,9 @@ class TrackerConfig:
     data_path:str='.prior_run'       # checkpoints, history, metrics and figures
     save_latest:bool=True
     save_best:bool=True              # keep the checkpoint with the best EMA validation loss
+    log_with:list|str|None=None      # experiment trackers through Accelerate: 'tensorboard', 'wandb', 'aim', 'mlflow', ... or 'all'
+    project_name:str='prior_nbdev'   # the trackers' project (wandb project, TensorBoard folder under data_path)
+    init_kwargs:dict|None=None       # per tracker, e.g. {"wandb": {"entity": "me", "name": "run-1"}}
 
 @dataclass
 class TrainDiffusionPriorConfig:
@@ -181,8 +185,18 @@ def translate_reference_config(raw:dict)->tuple[dict, list[str]]:
         saves = tracker.pop('save'); saves = saves if isinstance(saves, list) else [saves]
         for key in ('save_latest', 'save_best'):
             if any(key in s for s in saves): tracker[key] = any(s.get(key, False) for s in saves); notes.append(f'tracker.save.{key} -> tracker.{key}')
-    for key in [k for k in tracker if k in ('log', 'tracker_type', 'verbose', 'overwrite_data_path') or k.startswith('wandb')]:
-        tracker.pop(key); notes.append(f'tracker.{key} ignored: this trainer logs to the console and data_path/history.json')
+    log = tracker.pop('log', None) or {}
+    log = {**log, **{k: tracker.pop(k) for k in [k for k in tracker if k == 'tracker_type' or k.startswith('wandb')]}}
+    kind = log.pop('log_type', None) or log.pop('tracker_type', None)
+    if kind and kind != 'console':
+        tracker['log_with'] = [kind]; notes.append(f'tracker log type {kind!r} -> tracker.log_with=[{kind!r}]')
+    wandb = {k[len('wandb_'):]: v for k, v in log.items() if k.startswith('wandb_') and v is not None}
+    if 'project' in wandb: tracker['project_name'] = wandb.pop('project'); notes.append(f"wandb_project -> tracker.project_name={tracker['project_name']!r}")
+    if 'run_name' in wandb: wandb['name'] = wandb.pop('run_name')
+    if 'resume_id' in wandb: wandb.update(id=wandb.pop('resume_id'), resume='allow')
+    if wandb: tracker['init_kwargs'] = {'wandb': wandb}; notes.append(f'wandb_{{{",".join(sorted(wandb))}}} -> tracker.init_kwargs.wandb')
+    for key in [k for k in log if not k.startswith('wandb_')] + [k for k in tracker if k in ('verbose', 'overwrite_data_path')]:
+        (log if key in log else tracker).pop(key); notes.append(f'tracker.{key} ignored')
     if 'save_every' in train: train['save_every_steps'] = train.pop('save_every'); notes.append('train.save_every -> train.save_every_steps')
     for key in ('best_validation_loss', 'current_epoch', 'num_samples_seen'):
         if key in train: train.pop(key); notes.append(f'train.{key} ignored: run state is kept in the checkpoint')
@@ -240,6 +254,42 @@ def set_rng_state(state:dict):
 def _write_json(path:Path, data:dict):
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
+# %% ../nbs/08_train.ipynb #e95cd93a
+def check_trackers(log_with)->list|None:
+    "`log_with` as a list, after checking that Accelerate knows each tracker and that its package is installed."
+    if not log_with: return None
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+    from accelerate.utils import LoggerType
+    from accelerate.tracking import get_available_trackers
+    names = [log_with] if isinstance(log_with, str) else list(log_with)
+    available = {str(t) for t in get_available_trackers()}
+    for name in names:
+        if name == 'all': continue
+        if name not in LOGGER_TYPE_TO_CLASS: raise ValueError(f'tracker.log_with: unknown tracker {name!r}; Accelerate knows {sorted(LOGGER_TYPE_TO_CLASS)}')
+        if name not in available: raise ValueError(f'tracker.log_with names {name!r}, whose package is not installed: pip install prior_nbdev[{name}]')
+    return names
+
+def flat_config(config:dict, prefix:str='')->dict:
+    "A nested config as `section/key` scalars (other values as text), the form trackers' hyperparameter tables take."
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict): out.update(flat_config(v, f'{prefix}{k}/'))
+        else: out[f'{prefix}{k}'] = v if isinstance(v, (bool, int, float, str)) else str(v)
+    return out
+
+def train_log(trainer, losses:torch.Tensor, samples_per_s:float)->dict:
+    "What a log step reports: mean loss since the last one, learning rate, gradient norm (when clipped), throughput."
+    values = {'train/loss': losses.mean().item(), 'train/lr': trainer.scheduler.get_last_lr()[0], 'train/samples_per_s': samples_per_s}
+    if trainer.last_grad_norm is not None: values['train/grad_norm'] = float(trainer.last_grad_norm)
+    return values
+
+def link_latest(latest:Path):
+    "Make `latest.pth` (the name the seed's documentation uses) point at `latest.pt`, atomically."
+    link, tmp = latest.with_suffix('.pth'), latest.with_name(f'.{latest.stem}.pth.tmp')
+    tmp.unlink(missing_ok=True)
+    os.symlink(latest.name, tmp)
+    os.replace(tmp, link)
+
 # %% ../nbs/08_train.ipynb #0012
 def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->dict:
     "Run a whole training described by `config`; returns the test metrics."
@@ -250,10 +300,11 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     if tc.num_threads: torch.set_num_threads(tc.num_threads)
     # 1. processes, devices, seeds
     device = torch.device(tc.device) if tc.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    accelerator = Accelerator(cpu=device.type == 'cpu', mixed_precision=_mixed_precision(tc.amp, device))
+    out = Path(config.tracker.data_path)
+    accelerator = Accelerator(cpu=device.type == 'cpu', mixed_precision=_mixed_precision(tc.amp, device),
+                              log_with=check_trackers(config.tracker.log_with), project_dir=str(out))
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     set_seed(tc.random_seed, device_specific=True)
-    out = Path(config.tracker.data_path)
     if main: out.mkdir(parents=True, exist_ok=True)
     # 2. data
     dataset = validate_embeddings(dc.image_url, dc.text_url, dc.meta_url, dim=config.prior.image_embed_dim,
@@ -271,7 +322,6 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     # 3. model, trainer, resume
     prior = build_prior(config.prior, clip=clip)
     steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * tc.epochs if tc.max_steps is None else min(tc.max_steps, steps_per_epoch * tc.epochs)
     trainer = DiffusionPriorTrainer(prior, accelerator=accelerator, use_ema=tc.use_ema, lr=tc.lr, wd=tc.wd, eps=tc.eps,
                                     max_grad_norm=tc.max_grad_norm, warmup_steps=tc.warmup_steps,
                                     cosine_decay_max_steps=tc.cosine_decay_max_steps, ema_beta=tc.ema_beta,
@@ -284,11 +334,17 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
         train_loader.load_state_dict(state['loader'])
         history, best_val = state['history'], state['best_val_loss']
         if len(state.get('rng', [])) == world: set_rng_state(state['rng'][rank])
-        print(f'rank {rank}: resumed from {latest} at step {trainer.steps_done} (epoch {train_loader.epoch}, row {train_loader.position})', flush=True)
+        moved = f", the epoch in progress was begun by {state['loader']['world_size']} processes and its unread rows are dealt to {world}" if state['loader']['world_size'] != world else ''
+        print(f'rank {rank}: resumed from {latest} at step {trainer.steps_done} (epoch {train_loader.epoch}, row {train_loader.position}{moved})', flush=True)
     elif tc.init_from:
         from prior_nbdev.checkpoint import load_prior_weights
         _load_prior_state(trainer.unwrapped_prior, load_prior_weights(tc.init_from))
+    # the steps still to take: the rest of this epoch (planned for this many processes if it began with another), then whole epochs
+    left_now = math.ceil((train_loader.rows_per_epoch() - train_loader.position) / dc.batch_size)
+    planned = trainer.steps_done + left_now + max(tc.epochs - train_loader.epoch - 1, 0) * steps_per_epoch
+    total_steps = planned if tc.max_steps is None else min(tc.max_steps, planned)
     config_dict = asdict(config)
+    if config.tracker.log_with: accelerator.init_trackers(config.tracker.project_name, config=flat_config(config_dict), init_kwargs=config.tracker.init_kwargs or {})
 
     def save(path):  # called on every process: the random states of all of them are saved
         if world > 1:
@@ -326,6 +382,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
             now = time.time()
             rate = (step - samples_at_clock) * dc.batch_size * world / max(now - clock, 1e-9); clock, samples_at_clock = now, step
             history['step'].append(step); history['loss'].append(losses.mean().item())
+            accelerator.log(train_log(trainer, losses, rate), step=step)
             bar.update(step - bar.n); bar.set_postfix(loss=f'{losses.mean().item():.4f}', samples_per_s=f'{rate:.0f}')
             eval_due = (step % dc.eval_every_steps == 0) if dc.eval_every_steps else (now - last_eval >= dc.eval_every_seconds)
             save_due = (step % tc.save_every_steps == 0) if tc.save_every_steps else (now - last_save >= tc.save_every_seconds)
@@ -334,12 +391,14 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
                 m = validate(); last_eval = time.time()
                 if m is not None:
                     history['val_step'].append(step); history['online_val_loss'].append(m['online_val_loss']); history['ema_val_loss'].append(m['ema_val_loss'])
+                    accelerator.log({'val/online_loss': m['online_val_loss'], 'val/ema_loss': m['ema_val_loss']}, step=step)
                     bar.write(f"step {step}: val loss {m['online_val_loss']:.4f} (EMA {m['ema_val_loss']:.4f})")
                     if m['ema_val_loss'] < best_val:
                         best_val = m['ema_val_loss']
                         if config.tracker.save_best: save(best)
             if save_due:
                 if config.tracker.save_latest or done: save(latest)
+                if done and main: link_latest(latest)
                 last_save = time.time()
                 if main: _write_json(out / 'history.json', history)
             if done: break
@@ -352,6 +411,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
                            timesteps=tc.eval_timesteps[0], num_samples_per_batch=tc.eval_num_samples_per_batch,
                            seed=tc.random_seed, accelerator=accelerator, autocast=accelerator.autocast)
         metrics = {k: m[k] for k in METRIC_KEYS} | {k: v for k, v in m.items() if 'recall' in k}
+        accelerator.log({f'test/{k}': v for k, v in metrics.items()}, step=trainer.steps_done)
         if main:
             _write_json(out / 'metrics.json', metrics)
             fig = plot_training(history, metrics)
@@ -360,6 +420,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
             print(json.dumps(metrics, indent=2), flush=True)
     if main: _write_json(out / 'history.json', history)
     accelerator.wait_for_everyone()
+    accelerator.end_training()
     return metrics
 
 # %% ../nbs/08_train.ipynb #0016

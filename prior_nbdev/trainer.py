@@ -176,14 +176,18 @@ def p_sample_loop(self:DiffusionPriorTrainer, shape:tuple, text_cond:dict, cond_
 @torch.no_grad()
 def sample(self:DiffusionPriorTrainer, text:Tensor|None=None, num_samples_per_batch:int=2, cond_scale:float=1.,
            timesteps:int|None=None, *, text_embed:Tensor|None=None, text_encodings:Tensor|None=None,
-           n_samples_per_batch:int|None=None, sampler:str|None=None, eta:float|None=None, max_batch_size:int|None=None)->Tensor:
-    "`DiffusionPrior.sample` with the EMA weights, optionally in chunks."
-    inputs = {k: v.to(self.device) for k, v in dict(text=text, text_embed=text_embed, text_encodings=text_encodings).items() if v is not None}
-    batch = next(iter(inputs.values())).shape[0]
+           max_batch_size:int|None=None, **controls)->Tensor:
+    "`DiffusionPrior.sample` with the EMA weights, optionally in chunks of prompts (`controls`: `sample`'s keyword arguments)."
+    inputs = {k: v.to(self.device) if isinstance(v, Tensor) else v
+              for k, v in dict(text=text, text_embed=text_embed, text_encodings=text_encodings).items() if v is not None}
+    batch = len(next(iter(inputs.values())))
+    chunks = _chunks(batch, max_batch_size)
+    if len(chunks) > 1 and (blocked := [k for k in ('latents', 'return_intermediates', 'callback') if controls.get(k)] +
+                            (['generator (a list)'] if isinstance(controls.get('generator'), (list, tuple)) else [])):
+        raise ValueError(f'{", ".join(blocked)} cannot be split into chunks of max_batch_size={max_batch_size}; sample without max_batch_size')
     outs = [self.ema_model.sample(**{k: v[s:e] for k, v in inputs.items()}, num_samples_per_batch=num_samples_per_batch,
-                                  cond_scale=cond_scale, timesteps=timesteps, n_samples_per_batch=n_samples_per_batch,
-                                  sampler=sampler, eta=eta) for s, e in _chunks(batch, max_batch_size)]
-    return torch.cat(outs)
+                                  cond_scale=cond_scale, timesteps=timesteps, **controls) for s, e in chunks]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 @patch
 @torch.no_grad()
@@ -274,8 +278,10 @@ def read_checkpoint(path:str|Path, map_location='cpu'):
     return obj
 
 def prior_config(prior:DiffusionPrior)->dict:
-    "Everything needed to rebuild `prior`: its own and its network's constructor arguments."
-    return dict(prior=dict(prior.config), net=dict(prior.net.config))
+    "Everything needed to rebuild `prior`: its own and its network's constructor arguments, and the CLIP it was built with (if known)."
+    config = dict(prior=dict(prior.config), net=dict(prior.net.config))
+    if (spec := getattr(prior.clip, 'spec', None)) is not None: config['clip'] = dict(spec)
+    return config
 
 # %% ../nbs/05_trainer.ipynb #0019
 @patch

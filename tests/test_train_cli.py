@@ -150,9 +150,12 @@ def test_reference_example_config_loads(tmp_path):
         "train": {"epochs": 1, "lr": 1.1e-4, "wd": 6.02e-2, "max_grad_norm": 0.5, "use_ema": True, "amp": False, "save_every": 10000},
         "load": {"source": None, "resume": False},
         "tracker": {"tracker_type": "wandb", "data_path": "./prior_checkpoints", "wandb_entity": "laion", "wandb_project": "diffusion-prior", "verbose": True}}
-    with pytest.warns(UserWarning, match='tracker.tracker_type ignored'):
+    with pytest.warns(UserWarning, match=r"tracker log type 'wandb' -> tracker.log_with=\['wandb'\]"):
         config = load_config(write_config(tmp_path, example))
     assert config.prior.net.heads == 12 and config.train.save_every_steps == 10000 and config.train.resume is False
+    # the reference's wandb settings reach Accelerate's wandb tracker instead of being dropped
+    assert config.tracker.log_with == ['wandb'] and config.tracker.project_name == 'diffusion-prior'
+    assert config.tracker.init_kwargs == {'wandb': {'entity': 'laion'}}
     # 1.15.6's own schema (tracker.log / tracker.save / tracker.load) loads too
     v1156 = {**example, 'tracker': {'data_path': 'x', 'overwrite_data_path': True, 'log': {'log_type': 'console'},
                                     'load': {'load_from': 'local', 'file_path': 'prior.pth'},
@@ -160,7 +163,7 @@ def test_reference_example_config_loads(tmp_path):
     v1156.pop('load')
     with pytest.warns(UserWarning):
         config = load_config(write_config(tmp_path, v1156, 'v1156.json'))
-    assert config.train.init_from == 'prior.pth' and config.tracker.save_best is False
+    assert config.train.init_from == 'prior.pth' and config.tracker.save_best is False and config.tracker.log_with is None
 
 
 def free_port():

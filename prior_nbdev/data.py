@@ -13,8 +13,8 @@ from torch import Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['write_embedding_shards', 'Shard', 'find_shards', 'EmbeddingDataset', 'validate_embeddings', 'split_ranges',
-           'PriorLoader', 'prior_inputs']
+__all__ = ['S3_DEFAULTS', 'write_embedding_shards', 'Shard', 'storage_options_for', 'find_shards', 'EmbeddingDataset',
+           'register_storage_options', 'validate_embeddings', 'split_ranges', 'PriorLoader', 'prior_inputs']
 
 # %% ../nbs/04_data.ipynb #0005
 def write_embedding_shards(root:str|Path,                    # Folder to create img_emb/, text_emb/, metadata/ in
@@ -44,46 +44,90 @@ def write_embedding_shards(root:str|Path,                    # Folder to create 
 # %% ../nbs/04_data.ipynb #0008
 @dataclass
 class Shard:
-    "One shard: its number, its files and its row count."
+    "One shard: its number, its files (paths or URLs) and its row count."
     index:int
-    image_file:Path
-    text_file:Path|None
-    meta_file:Path|None
+    image_file:str
+    text_file:str|None
+    meta_file:str|None
     count:int
 
-def _numbered_files(folder:Path, suffix:str, what:str)->dict[int, Path]:
-    if not folder.is_dir(): raise FileNotFoundError(f'{what} folder {folder} does not exist')
+S3_DEFAULTS = dict(config_kwargs=dict(connect_timeout=5, read_timeout=60, retries=dict(max_attempts=2)))
+
+def storage_options_for(url:str, storage_options:dict|None=None)->dict:
+    "The fsspec options for `url`: the given ones, with timeouts added for S3."
+    options = dict(storage_options or {})
+    if str(url).startswith(('s3://', 's3a://')):
+        options.setdefault('config_kwargs', {})
+        options['config_kwargs'] = {**S3_DEFAULTS['config_kwargs'], **options['config_kwargs']}
+    return options
+
+def _fs(url:str, storage_options:dict|None=None):
+    "(filesystem, path in it, prefix that turns such paths back into URLs)."
+    import fsspec
+    url = str(url)
+    fs, path = fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
+    return fs, path, url[:len(url) - len(path)] if url.endswith(path) else ''
+
+def _numbered_files(url:str, suffix:str, what:str, storage_options:dict|None=None)->dict[int, str]:
+    fs, root, prefix = _fs(url, storage_options)
+    try:
+        if not fs.isdir(root): raise FileNotFoundError(root)
+        names = fs.ls(root, detail=False)
+    except FileNotFoundError: raise FileNotFoundError(f'{what} folder {url} does not exist') from None
+    except Exception as e: raise ConnectionError(f'{what} folder {url} cannot be read: {type(e).__name__}: {e}') from e
     files = {}
-    for path in folder.glob(f'*{suffix}'):
-        match = re.search(r'(\d+)$', path.name[:-len(suffix)])
-        if match is None: raise ValueError(f'{path}: cannot tell its shard number (expected a name like {what}_0{suffix})')
-        files[int(match.group(1))] = path
-    if not files: raise FileNotFoundError(f'{what} folder {folder} has no {suffix} files')
+    for name in names:
+        name = name.rstrip('/')
+        base = name.rsplit('/', 1)[-1]
+        if not base.endswith(suffix): continue
+        match = re.search(r'(\d+)$', base[:-len(suffix)])
+        full = name if '://' in name else prefix + name
+        if match is None: raise ValueError(f'{full}: cannot tell its shard number (expected a name like {what}_0{suffix})')
+        files[int(match.group(1))] = full
+    if not files: raise FileNotFoundError(f'{what} folder {url} has no {suffix} files')
     return files
 
-def _npy_shape(path:Path)->tuple:
-    return np.load(path, mmap_mode='r').shape
+def _open(url:str, storage_options:dict|None=None):
+    import fsspec
+    return fsspec.open(url, 'rb', **storage_options_for(url, storage_options))
 
-def find_shards(image_url:str|Path,           # Folder of image embedding .npy files
+def _npy_header(f)->tuple[tuple, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+    return shape, dtype
+
+def _npy_shape(url:str, storage_options:dict|None=None)->tuple:
+    try:
+        with _open(url, storage_options) as f: return _npy_header(f)[0]
+    except (ValueError, OSError) as e: raise ValueError(f'{url} is not a readable .npy file: {e}') from e
+
+def _parquet(url:str, storage_options:dict|None=None):
+    import pyarrow.parquet as pq
+    with _open(url, storage_options) as f:
+        meta = pq.ParquetFile(f)
+        return meta.metadata.num_rows, meta.schema_arrow.names
+
+def find_shards(image_url:str|Path,           # Folder of image embedding .npy files (a path or a URL)
                 text_url:str|Path|None=None,  # Folder of text embedding .npy files
                 meta_url:str|Path|None=None,  # Folder of metadata .parquet files
+                storage_options:dict|None=None, # fsspec options (credentials, endpoint) for URLs
                )->list[Shard]:
     "The shards of a clip-retrieval embedding folder, paired across folders and checked to align."
-    import pyarrow.parquet as pq
-    images = _numbered_files(Path(image_url), '.npy', 'image embedding')
-    texts = _numbered_files(Path(text_url), '.npy', 'text embedding') if text_url else None
-    metas = _numbered_files(Path(meta_url), '.parquet', 'metadata') if meta_url else None
+    so = storage_options
+    images = _numbered_files(image_url, '.npy', 'image embedding', so)
+    texts = _numbered_files(text_url, '.npy', 'text embedding', so) if text_url else None
+    metas = _numbered_files(meta_url, '.parquet', 'metadata', so) if meta_url else None
     for other, name in ((texts, 'text embedding'), (metas, 'metadata')):
         if other is None: continue
         if missing := sorted(set(images) - set(other)): raise ValueError(f'{name} shard(s) {missing} missing: {images[missing[0]]} has no partner')
         if extra := sorted(set(other) - set(images)): raise ValueError(f'{other[extra[0]]} has no image embedding partner (shard {extra[0]})')
     shards = []
     for k in sorted(images):
-        shape = _npy_shape(images[k])
+        shape = _npy_shape(images[k], so)
         if len(shape) != 2: raise ValueError(f'{images[k]}: expected a 2-D (rows, dim) array, got shape {shape}')
-        if texts is not None and (tshape := _npy_shape(texts[k])) != shape:
+        if texts is not None and (tshape := _npy_shape(texts[k], so)) != shape:
             raise ValueError(f'{texts[k]} has shape {tshape} but {images[k]} has shape {shape}: rows must align one to one')
-        if metas is not None and (rows := pq.ParquetFile(metas[k]).metadata.num_rows) != shape[0]:
+        if metas is not None and (rows := _parquet(metas[k], so)[0]) != shape[0]:
             raise ValueError(f'{metas[k]} has {rows} rows but {images[k]} has {shape[0]}: rows must align one to one')
         shards.append(Shard(k, images[k], texts and texts[k], metas and metas[k], shape[0]))
     return shards
@@ -92,9 +136,9 @@ def find_shards(image_url:str|Path,           # Folder of image embedding .npy f
 @dataclass
 class EmbeddingDataset:
     "A checked clip-retrieval embedding folder."
-    image_url:Path
-    text_url:Path|None
-    meta_url:Path|None
+    image_url:str
+    text_url:str|None
+    meta_url:str|None
     shards:list[Shard]
     dim:int
     caption_column:str='caption'
@@ -102,34 +146,47 @@ class EmbeddingDataset:
     @property
     def count(self)->int: return sum(s.count for s in self.shards)
 
-def _check_finite(path:Path, chunk:int=65536):
-    data = np.load(path, mmap_mode='r')
-    for start in range(0, len(data), chunk):
-        block = np.asarray(data[start:start + chunk], dtype=np.float32)
-        bad = ~np.isfinite(block).all(axis=1)
-        if bad.any(): raise ValueError(f'{path}: row {start + int(np.argmax(bad))} contains NaN or Inf')
+def _check_finite(url:str, storage_options:dict|None=None, chunk:int=65536):
+    with _open(url, storage_options) as f:
+        shape, dtype = _npy_header(f)
+        row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        for start in range(0, shape[0], chunk):
+            rows = min(chunk, shape[0] - start)
+            block = np.frombuffer(f.read(rows * row_bytes), dtype=dtype).reshape(rows, -1).astype(np.float32)
+            bad = ~np.isfinite(block).all(axis=1)
+            if bad.any(): raise ValueError(f'{url}: row {start + int(np.argmax(bad))} contains NaN or Inf')
+
+def register_storage_options(url:str|None, storage_options:dict|None):
+    "Make `storage_options` fsspec's defaults for `url`'s protocol, so that libraries opening the URL without options use them."
+    if url is None or '://' not in str(url): return
+    import fsspec
+    protocol = str(url).split('://', 1)[0]
+    options = storage_options_for(str(url), storage_options)
+    if options: fsspec.config.conf.setdefault(protocol, {}).update(options)
 
 def validate_embeddings(image_url:str|Path, text_url:str|Path|None=None, meta_url:str|Path|None=None, *,
                         dim:int|None=None,            # Expected embedding width (the prior's image_embed_dim)
                         check_finite:bool=True,       # Scan every value for NaN/Inf
                         caption_column:str='caption', # Metadata column holding the caption
                         shard_subset:slice|None=None, # Scan only these shards for NaN (e.g. one rank's share)
+                        storage_options:dict|None=None, # fsspec options (credentials, endpoint) for URLs
                        )->EmbeddingDataset:
     "Check a clip-retrieval embedding folder before training; raise a message naming the file on any problem."
-    import pyarrow.parquet as pq
-    shards = find_shards(image_url, text_url, meta_url)
-    found = _npy_shape(shards[0].image_file)[1]
+    so = storage_options
+    for url in (image_url, text_url, meta_url): register_storage_options(url, so)
+    shards = find_shards(image_url, text_url, meta_url, storage_options=so)
+    found = _npy_shape(shards[0].image_file, so)[1]
     if dim is not None and found != dim:
         raise ValueError(f'{shards[0].image_file} holds {found}-dimensional embeddings but the prior expects image_embed_dim={dim}')
     for shard in shards:
-        if (w := _npy_shape(shard.image_file)[1]) != found: raise ValueError(f'{shard.image_file} has width {w}, other shards {found}')
-        if shard.meta_file is not None and caption_column not in pq.ParquetFile(shard.meta_file).schema_arrow.names:
-            raise ValueError(f'{shard.meta_file} has no {caption_column!r} column (columns: {pq.ParquetFile(shard.meta_file).schema_arrow.names})')
+        if (w := _npy_shape(shard.image_file, so)[1]) != found: raise ValueError(f'{shard.image_file} has width {w}, other shards {found}')
+        if shard.meta_file is not None and caption_column not in (columns := _parquet(shard.meta_file, so)[1]):
+            raise ValueError(f'{shard.meta_file} has no {caption_column!r} column (columns: {columns})')
     if check_finite:
         for shard in shards[shard_subset or slice(None)]:
-            for path in (shard.image_file, shard.text_file):
-                if path is not None: _check_finite(path)
-    return EmbeddingDataset(Path(image_url), text_url and Path(text_url), meta_url and Path(meta_url), shards, found, caption_column)
+            for url in (shard.image_file, shard.text_file):
+                if url is not None: _check_finite(url, so)
+    return EmbeddingDataset(str(image_url), text_url and str(text_url), meta_url and str(meta_url), shards, found, caption_column)
 
 # %% ../nbs/04_data.ipynb #000e
 @patch

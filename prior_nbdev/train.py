@@ -78,7 +78,7 @@ class PriorConfig:
 @dataclass
 class DataConfig:
     "Where the embeddings are and how to batch them."
-    image_url:str                    # folder of image embedding .npy shards (clip-retrieval's img_emb/)
+    image_url:str                    # folder of image embedding .npy shards (clip-retrieval's img_emb/): a path or an fsspec URL
     batch_size:int                   # per process
     text_url:str|None=None           # folder of text embedding .npy shards (text_emb/)
     meta_url:str|None=None           # folder of metadata .parquet shards with captions (metadata/)
@@ -90,6 +90,7 @@ class DataConfig:
     block_size:int=8192              # rows read and shuffled together
     check_finite:bool=True           # scan the data for NaN/Inf before training
     caption_column:str='caption'
+    storage_options:dict|None=None   # fsspec options for s3:// gs:// http(s):// URLs, e.g. {"endpoint_url": ..., "key": ..., "secret": ...}
 
 @dataclass
 class TrainConfig:
@@ -308,7 +309,8 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     if main: out.mkdir(parents=True, exist_ok=True)
     # 2. data
     dataset = validate_embeddings(dc.image_url, dc.text_url, dc.meta_url, dim=config.prior.image_embed_dim,
-                                  check_finite=dc.check_finite, caption_column=dc.caption_column, shard_subset=slice(rank, None, world))
+                                  check_finite=dc.check_finite, caption_column=dc.caption_column, shard_subset=slice(rank, None, world),
+                                  storage_options=dc.storage_options)
     ranges = split_ranges(dataset.count, dc.splits, dc.num_data_points)
     if ranges['train'][1] - ranges['train'][0] < dc.batch_size * world:
         raise ValueError(f"the train split has {ranges['train'][1] - ranges['train'][0]} rows, fewer than one batch per process "
@@ -365,11 +367,15 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     pending, last_save, last_eval, clock = [], time.time(), time.time(), time.time()
     samples_at_clock, done = trainer.steps_done, trainer.steps_done >= total_steps
     trainer.train()
+    # an audit trail of the rows each step consumed, when PRIOR_NBDEV_AUDIT_ROWS names a folder (for checking the data order)
+    audit = (open(Path(os.environ['PRIOR_NBDEV_AUDIT_ROWS']) / f'rank{rank}.tsv', 'a', buffering=1)
+             if os.environ.get('PRIOR_NBDEV_AUDIT_ROWS') else None)
     while not done:
         for batch in train_loader:
             inputs = prior_inputs(batch, trainer.unwrapped_prior)
             pending.append(trainer(**inputs))
             trainer.update()
+            if audit is not None: audit.write(f"{trainer.steps_done}\t{train_loader.epoch}\t{'|'.join(batch.get('captions', []))}\n")
             step = trainer.steps_done
             done = step >= total_steps
             if step % tc.log_every_steps and not done: continue
@@ -403,6 +409,9 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
                 if main: _write_json(out / 'history.json', history)
             if done: break
     bar.close()
+    if audit is not None: audit.close()
+    fingerprint = sum(p.detach().double().abs().sum().item() for p in trainer.unwrapped_prior.net.parameters())
+    print(f'rank {rank}/{world}: trained to step {trainer.steps_done}, weights fingerprint {fingerprint:.10e}', flush=True)
     # 5. the test split
     test_loader = eval_loader('test') or eval_loader('val')
     metrics = {}

@@ -16,7 +16,7 @@ from .clip import images_to_tensor
 from .arithmetic import prompt_walk, shapes_prior
 
 # %% auto #0
-__all__ = ['PromptExplorer', 'load_explorer']
+__all__ = ['APP_NOTEBOOK', 'PromptExplorer', 'load_explorer', 'explorer_main']
 
 # %% ../nbs/13_explorer.ipynb #0005
 class PromptExplorer:
@@ -60,7 +60,7 @@ class PromptExplorer:
 def widget(self:PromptExplorer):
     "The explorer's widgets, wired to `on_click`."
     import ipywidgets as w
-    self.prompt = w.Text(value='a large red circle above a blue square', description='prompt', layout=w.Layout(width='60%'))
+    self.prompt = w.Text(value='a large red circle', description='prompt', placeholder='a small blue square, two shapes, ...', layout=w.Layout(width='60%'))
     self.cond_scale = w.FloatSlider(value=1., min=1., max=5., step=0.5, description='cond_scale', disabled=not self.prior.can_classifier_guidance)
     self.candidates = w.IntSlider(value=2, min=1, max=8, description='candidates')
     self.steps = w.IntSlider(value=64, min=4, max=250, step=4, description='steps')
@@ -76,7 +76,7 @@ def widget(self:PromptExplorer):
     self.walk_button.on_click(self.on_walk)
     walk_tab = w.VBox([w.HBox([self.walk_start, self.walk_end]), self.walk_steps, self.walk_button, self.walk_output])
     tabs = w.Tab(children=[sample_tab, walk_tab])
-    for i, title in enumerate(('sample a prompt', 'walk between prompts')): tabs.set_title(i, title)
+    for i, title in enumerate(('sample', 'walk')): tabs.set_title(i, title)
     return tabs
 
 @patch
@@ -88,6 +88,8 @@ def on_click(self:PromptExplorer, _=None):
     with self.output:
         try: result = self.run(self.prompt.value, self.cond_scale.value, self.candidates.value, self.steps.value)
         except ValueError as e: print(e); self.last = None; return   # e.g. a word outside the world's vocabulary
+        print(f"{result['prompt']!r}: the sampled embedding's similarity to the prompt is {result['similarity']:.2f}, "
+              f"the {result['percentile']:.0f}th percentile of held-out captions' similarity to their own images")
         fig = self.figure(result); display(fig); plt.close(fig)
 
 # %% ../nbs/13_explorer.ipynb #842b23a4
@@ -133,3 +135,14 @@ def load_explorer(demo_dir:str|Path|None=None)->PromptExplorer:
     pairs = json.loads((demo_dir / 'summary.json').read_text())['pairs']
     images, captions = make_shapes_dataset(pairs, seed=2024)
     return PromptExplorer(load_prior(demo_dir / 'latest.pt'), shapes_clip(), images[-1000:], captions[-1000:])
+
+# %% ../nbs/13_explorer.ipynb #ab767f53
+APP_NOTEBOOK = Path(__file__).parent / 'assets' / 'explorer_app.ipynb' if '__file__' in globals() else Path('../prior_nbdev/assets/explorer_app.ipynb')
+
+def explorer_main(argv:list[str]|None=None):
+    "Entry point of `prior_nbdev_explorer`: the explorer as a standalone page, served by Voila (arguments go to Voila)."
+    import shutil, subprocess, sys
+    voila = shutil.which('voila')
+    if voila is None: sys.exit('prior_nbdev_explorer needs Voila: pip install prior_nbdev[explore]')
+    argv = sys.argv[1:] if argv is None else argv
+    sys.exit(subprocess.call([voila, str(APP_NOTEBOOK), *argv]))

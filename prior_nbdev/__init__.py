@@ -5,8 +5,8 @@ from .schedule import *
 from .network import *
 from .prior import *
 from .data import *
+from .checkpoint import *
 from .trainer import *
 from .metrics import *
 from .clip import *
 from .train import *
-from .checkpoint import *

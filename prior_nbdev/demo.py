@@ -15,8 +15,8 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'RELATIONS', 'IMAGE_SIZE', 'VOCAB', 'SHAPES_CLIP_NAME', 'SHAPES_CLIP_CONFIG', 'ASSETS',
            'SHAPES_CLIP_WEIGHTS', 'Thing', 'sample_scene', 'render', 'describe', 'make_shapes_dataset', 'wrap_caption',
-           'ShapesTokenizer', 'register_shapes_clip', 'shapes_clip', 'demo_config', 'nearest_images_figure', 'run_demo',
-           'demo_main']
+           'ShapesTokenizer', 'register_shapes_clip', 'shapes_clip', 'build_shapes_clip', 'demo_config',
+           'nearest_images_figure', 'run_demo', 'demo_main']
 
 # %% ../nbs/10_demo.ipynb #0005
 SHAPES = ('circle', 'square', 'triangle')
@@ -138,8 +138,13 @@ def shapes_clip(weights:str|Path|None=SHAPES_CLIP_WEIGHTS):
     "The shapes world's CLIP as an `OpenClipAdapter` (with the packaged weights; `weights=None`: untrained)."
     from prior_nbdev.clip import OpenClipAdapter
     adapter = OpenClipAdapter(register_shapes_clip(), pretrained=weights, tokenizer=ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length']))
-    adapter.spec = dict(model=SHAPES_CLIP_NAME, pretrained=None if Path(weights or '') == SHAPES_CLIP_WEIGHTS else weights and str(weights))
+    adapter.spec = dict(make='prior_nbdev_shapes', model=None, pretrained=None if Path(weights or '') == SHAPES_CLIP_WEIGHTS else weights and str(weights))
     return adapter
+
+def build_shapes_clip(model:str|None=None, pretrained:str|None=None):
+    "The CLIP builder registered as `prior_nbdev_shapes` (an entry point of this package; see the CLIP chapter)."
+    if model not in (None, SHAPES_CLIP_NAME): raise ValueError(f'the shapes world has one CLIP, {SHAPES_CLIP_NAME!r}; got model={model!r}')
+    return shapes_clip(pretrained) if pretrained else shapes_clip()
 
 # %% ../nbs/10_demo.ipynb #0016
 def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threads:int|None=None)->dict:

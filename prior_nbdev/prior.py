@@ -15,7 +15,7 @@ from .schedule import NoiseScheduler, ddpm_step, ddim_step
 from .network import DiffusionPriorNetwork
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'l2norm', 'DiffusionPrior', 'randn_rows', 'dalle2_ddim_times', 'ddim_times']
+__all__ = ['SAMPLERS', 'LOSSES', 'l2norm', 'DiffusionPrior', 'randn_rows', 'dalle2_ddim_times', 'ddim_times']
 
 # %% ../nbs/03_prior.ipynb #0005
 def l2norm(x:Tensor)->Tensor:
@@ -23,6 +23,9 @@ def l2norm(x:Tensor)->Tensor:
     return F.normalize(x, dim=-1)
 
 SAMPLERS = ('ddpm', 'ddim_dalle2', 'ddim')
+
+# The training objective compares the network's prediction with its target with one of three losses.
+LOSSES = dict(l1=F.l1_loss, l2=F.mse_loss, huber=F.smooth_l1_loss)
 
 # %% ../nbs/03_prior.ipynb #0006
 class DiffusionPrior(nn.Module, ModelHubMixin, library_name='prior_nbdev', tags=['diffusion-prior', 'clip', 'dalle2']):
@@ -79,7 +82,9 @@ class DiffusionPrior(nn.Module, ModelHubMixin, library_name='prior_nbdev', tags=
             raise ValueError(f'sample_timesteps must lie in [1, timesteps={timesteps}], got {sample_timesteps}')
         if predict_v and training_clamp_l2norm:
             raise ValueError('training_clamp_l2norm normalises an x0 prediction, but predict_v=True makes the network predict v')
-        self.noise_scheduler = NoiseScheduler(beta_schedule=beta_schedule, timesteps=timesteps, loss_type=loss_type)
+        if loss_type not in LOSSES: raise ValueError(f'unknown loss_type {loss_type!r}; expected one of {sorted(LOSSES)}')
+        self.noise_scheduler = NoiseScheduler(beta_schedule=beta_schedule, timesteps=timesteps)
+        self.loss_type, self.loss_fn = loss_type, LOSSES[loss_type]
         self.net, self.clip = net, clip
         self.image_embed_dim, self.image_size, self.channels = image_embed_dim, image_size, image_channels
         self.sample_timesteps = sample_timesteps
@@ -146,7 +151,7 @@ def p_losses(self:DiffusionPrior, image_embed:Tensor, times:Tensor, text_cond:di
     if self.predict_v: target = self.noise_scheduler.calculate_v(image_embed, times, noise)
     elif self.predict_x_start: target = image_embed
     else: target = noise
-    return self.noise_scheduler.loss_fn(pred, target)
+    return self.loss_fn(pred, target)
 
 # %% ../nbs/03_prior.ipynb #0011
 @patch

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from .prior import DiffusionPrior
-from .clip import OpenClipAdapter
-from .trainer import atomic_write
+from .clip import make_clip, clip_builders
+from .checkpoint import atomic_write
 from .checkpoint import load_prior
-from .demo import SHAPES_CLIP_NAME, shapes_clip
 
 # %% auto #0
-__all__ = ['CaptionSource', 'read_captions', 'build_clip', 'text_condition', 'check_width', 'shard_done', 'write_shard',
+__all__ = ['CaptionSource', 'read_captions', 'clip_by_name', 'text_condition', 'check_width', 'shard_done', 'write_shard',
            'batch_generator', 'predict_embeddings', 'sample_main']
 
 # %% ../nbs/12_sample.ipynb #acb2c826
@@ -73,10 +72,9 @@ def read_captions(path:str|Path, column:str='caption')->CaptionSource:
     raise ValueError(f'{path}: expected a .txt file, a .parquet file or a folder of clip-retrieval text embeddings')
 
 # %% ../nbs/12_sample.ipynb #6ff099f1
-def build_clip(name:str, pretrained:str|None=None):
-    "A CLIP adapter by name: the shapes world's (`prior-nbdev-shapes`) or any open_clip model with a pretrained tag or file."
-    if name == SHAPES_CLIP_NAME: return shapes_clip(pretrained) if pretrained else shapes_clip()
-    return OpenClipAdapter(name, pretrained=pretrained)
+def clip_by_name(name:str, pretrained:str|None=None):
+    "A CLIP adapter by name: a registered one (e.g. `prior-nbdev-shapes`) or any open_clip model with a pretrained tag or file."
+    return make_clip(name, pretrained=pretrained) if name in clip_builders() else make_clip('open_clip', name, pretrained)
 
 def text_condition(prior:DiffusionPrior, source:CaptionSource, start:int, end:int, clip=None)->dict:
     "The prior's text condition for rows [start, end) of `source`."
@@ -201,10 +199,11 @@ def sample_main(argv:list[str]|None=None):
         prior, spec = _load_checkpoint(args.checkpoint, args.use_ema)
         prior = prior.to(state.device)
         source = read_captions(args.captions, args.caption_column)
-        clip_name = args.clip or (spec or {}).get('model')
-        pretrained = args.clip_pretrained or (None if args.clip else (spec or {}).get('pretrained'))
         needs_clip = source.text_shards is None or prior.condition_on_text_encodings
-        clip = build_clip(clip_name, pretrained).to(state.device) if needs_clip and clip_name else None
+        clip = None
+        if needs_clip and args.clip: clip = clip_by_name(args.clip, args.clip_pretrained)
+        elif needs_clip and spec: clip = make_clip(**spec)          # the CLIP the checkpoint was trained with
+        if clip is not None: clip = clip.to(state.device)
         record, out = _options_record(args), Path(args.out)
         record_path = out / 'sample_config.json'
         if record_path.exists() and (old := json.loads(record_path.read_text())) != record:

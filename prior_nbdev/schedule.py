@@ -11,9 +11,8 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'LOSSES', 'cosine_beta_schedule', 'linear_beta_schedule', 'quadratic_beta_schedule',
-           'sigmoid_beta_schedule', 'jsd_beta_schedule', 'make_betas', 'at_timesteps', 'make_loss', 'NoiseScheduler',
-           'ddpm_step', 'ddim_step']
+__all__ = ['BETA_SCHEDULES', 'cosine_beta_schedule', 'linear_beta_schedule', 'quadratic_beta_schedule', 'sigmoid_beta_schedule',
+           'jsd_beta_schedule', 'make_betas', 'at_timesteps', 'NoiseScheduler', 'ddpm_step', 'ddim_step']
 
 # %% ../nbs/01_schedule.ipynb #0006
 def cosine_beta_schedule(timesteps:int, # Number of diffusion steps T
@@ -77,28 +76,16 @@ def at_timesteps(table:Tensor, # (T,) per-step values
     "`table[t]` reshaped to broadcast against `like`."
     return table.gather(-1, t).reshape(t.shape[0], *((1,) * (like.ndim - 1)))
 
-# %% ../nbs/01_schedule.ipynb #0018
-LOSSES = dict(l1=F.l1_loss, l2=F.mse_loss, huber=F.smooth_l1_loss)
-
-def make_loss(loss_type:str)->callable:
-    "The loss function named `loss_type` (`l1`, `l2` or `huber`)."
-    if loss_type not in LOSSES: raise ValueError(f'unknown loss_type {loss_type!r}; expected one of {sorted(LOSSES)}')
-    return LOSSES[loss_type]
-
 # %% ../nbs/01_schedule.ipynb #001a
 class NoiseScheduler(nn.Module):
-    "The tables of a Gaussian diffusion process with `timesteps` steps, and the algebra on them."
+    "The tables of a Gaussian diffusion process with `timesteps` steps, and the algebra on them (no parameters, no loss)."
     def __init__(self, *,
                  beta_schedule:str,                # One of BETA_SCHEDULES
                  timesteps:int,                    # Number of diffusion steps T
-                 loss_type:str,                    # One of LOSSES
-                 p2_loss_weight_gamma:float=0.,    # >0 turns on P2 loss reweighting (Choi et al., 2022)
-                 p2_loss_weight_k:float=1.,        # The k of P2 reweighting
                 ):
         super().__init__()
         betas = make_betas(beta_schedule, timesteps)
-        self.beta_schedule, self.loss_type, self.loss_fn = beta_schedule, loss_type, make_loss(loss_type)
-        self.num_timesteps = len(betas)
+        self.beta_schedule, self.num_timesteps = beta_schedule, len(betas)
         alphas = 1. - betas
         alphas_cumprod = torch.cumprod(alphas, 0)
         alphas_cumprod_prev = F.pad(alphas_cumprod[:-1], (1, 0), value=1.)
@@ -113,12 +100,13 @@ class NoiseScheduler(nn.Module):
             posterior_log_variance_clipped=posterior_variance.clamp(min=1e-20).log(),
             posterior_mean_coef1=betas * alphas_cumprod_prev.sqrt() / (1. - alphas_cumprod),
             posterior_mean_coef2=(1. - alphas_cumprod_prev) * alphas.sqrt() / (1. - alphas_cumprod),
-            p2_loss_weight=(p2_loss_weight_k + alphas_cumprod / (1 - alphas_cumprod)) ** -p2_loss_weight_gamma)
+            # The reference stores a P2 loss weight (Choi et al., 2022) that its prior never uses (its gamma is 0): all
+            # ones, kept only so that its state dicts load key for key.
+            p2_loss_weight=torch.ones_like(betas))
         # Everything is computed in float64 and stored as float32, the precision the network runs in.
         for name, table in tables.items(): self.register_buffer(name, table.to(torch.float32))
-        self.has_p2_loss_reweighting = p2_loss_weight_gamma > 0.
 
-    def __repr__(self): return f'NoiseScheduler({self.beta_schedule!r}, timesteps={self.num_timesteps}, loss_type={self.loss_type!r})'
+    def __repr__(self): return f'NoiseScheduler({self.beta_schedule!r}, timesteps={self.num_timesteps})'
 
 # %% ../nbs/01_schedule.ipynb #001e
 def _noise_or_new(noise, x): return torch.randn_like(x) if noise is None else noise
@@ -161,20 +149,6 @@ def q_posterior(self:NoiseScheduler, x_start:Tensor, x_t:Tensor, t:Tensor)->tupl
     "Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."
     mean = at_timesteps(self.posterior_mean_coef1, t, x_t) * x_start + at_timesteps(self.posterior_mean_coef2, t, x_t) * x_t
     return mean, at_timesteps(self.posterior_variance, t, x_t), at_timesteps(self.posterior_log_variance_clipped, t, x_t)
-
-# %% ../nbs/01_schedule.ipynb #002c
-@patch
-def q_sample_from_to(self:NoiseScheduler, x_from:Tensor, from_t:Tensor, to_t:Tensor, noise:Tensor|None=None)->Tensor:
-    "Move x from step `from_t` to step `to_t`, keeping the implied x₀ fixed for the given noise."
-    noise = _noise_or_new(noise, x_from)
-    alpha, sigma = at_timesteps(self.sqrt_alphas_cumprod, from_t, x_from), at_timesteps(self.sqrt_one_minus_alphas_cumprod, from_t, x_from)
-    alpha_next, sigma_next = at_timesteps(self.sqrt_alphas_cumprod, to_t, x_from), at_timesteps(self.sqrt_one_minus_alphas_cumprod, to_t, x_from)
-    return x_from * (alpha_next / alpha) + noise * (sigma_next * alpha - sigma * alpha_next) / alpha
-
-@patch
-def p2_reweigh_loss(self:NoiseScheduler, loss:Tensor, times:Tensor)->Tensor:
-    "Per-sample `loss` times the P2 weight of its timestep (unchanged when P2 is off)."
-    return loss * at_timesteps(self.p2_loss_weight, times, loss) if self.has_p2_loss_reweighting else loss
 
 # %% ../nbs/01_schedule.ipynb #002f
 def ddpm_step(sched:NoiseScheduler, # The schedule

@@ -6,7 +6,7 @@ import torch
 from packaging.version import Version
 from prior_nbdev import DiffusionPriorNetwork, DiffusionPrior, DiffusionPriorTrainer
 from prior_nbdev.checkpoint import load_prior, save_prior
-from prior_nbdev.trainer import read_checkpoint, UnsafeCheckpointError
+from prior_nbdev.checkpoint import read_checkpoint, UnsafeCheckpointError
 from test_prior_parity import assert_close_scaled
 
 FIXTURES = Path(__file__).parent / 'fixtures'

@@ -2,7 +2,7 @@
 import json, os, random, re, shutil, signal, subprocess, time
 from pathlib import Path
 import pytest
-from prior_nbdev.trainer import read_checkpoint
+from prior_nbdev.checkpoint import read_checkpoint
 from test_train_cli import CLI, ENV, toy_data, toy_config, write_config, free_port
 
 ACCELERATE = shutil.which('accelerate')

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from prior_nbdev.data import write_embedding_shards
 from prior_nbdev.metrics import METRIC_KEYS
 from prior_nbdev.train import load_config, train, config_from_dict, TrainDiffusionPriorConfig
-from prior_nbdev.trainer import read_checkpoint
+from prior_nbdev.checkpoint import read_checkpoint
 
 CLI = shutil.which('train_diffusion_prior') or 'train_diffusion_prior'
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}

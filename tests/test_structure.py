@@ -1,0 +1,66 @@
+"The shape of the package: imports point down the chapters, no module takes another's private names, no cycles."
+import ast, re
+from pathlib import Path
+import prior_nbdev
+
+PKG = Path(prior_nbdev.__file__).parent
+
+
+def chapters():
+    "{module: chapter number} from each module's nbdev header."
+    out = {}
+    for path in PKG.glob('*.py'):
+        if m := re.search(r'File to edit: \.\./nbs/(\d+)_\w+\.ipynb', path.read_text()): out[path.stem] = int(m.group(1))
+    return out
+
+
+def imports(path):
+    "(module imported, names) for every import of a prior_nbdev module in `path`, function-level ones included."
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1: target = node.module or '__init__'
+            elif (node.module or '').startswith('prior_nbdev'): target = node.module.split('.', 1)[1] if '.' in node.module else '__init__'
+            else: continue
+            found.append((target, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(a.name.split('.', 1)[1], []) for a in node.names if a.name.startswith('prior_nbdev.')]
+    return found
+
+
+def graph():
+    return {m: imports(PKG / f'{m}.py') for m in chapters()}
+
+
+def test_every_module_comes_from_a_numbered_chapter():
+    modules = {p.stem for p in PKG.glob('*.py')} - {'__init__', '_modidx'}
+    assert modules == set(chapters()), modules ^ set(chapters())
+
+
+def test_imports_point_down_the_chapters():
+    number, problems = chapters(), []
+    for module, deps in graph().items():
+        for target, names in deps:
+            if target == '__init__':
+                if set(names) - {'__version__'}: problems.append(f'{module} imports {names} from the package root')
+            elif number[target] >= number[module]:
+                problems.append(f'{module} (chapter {number[module]}) imports {target} (chapter {number[target]})')
+    assert not problems, problems
+
+
+def test_no_private_names_cross_modules():
+    problems = [f'{m} imports {t}.{n}' for m, deps in graph().items() for t, names in deps for n in names
+                if n.startswith('_') and n != '__version__']
+    assert not problems, problems
+
+
+def test_no_import_cycles():
+    edges = {m: {t for t, _ in deps if t != '__init__'} for m, deps in graph().items()}
+    state = {}
+    def visit(m, path):
+        if state.get(m) == 'done': return
+        assert state.get(m) != 'active', f'import cycle: {" -> ".join(path + [m])}'
+        state[m] = 'active'
+        for t in edges.get(m, ()): visit(t, path + [m])
+        state[m] = 'done'
+    for m in edges: visit(m, [])

@@ -79,18 +79,24 @@ def widget(self:PromptExplorer):
     for i, title in enumerate(('sample', 'walk')): tabs.set_title(i, title)
     return tabs
 
+def _show(output, compute, draw, caption=None):
+    "Run `compute()` and draw its result into the `output` widget; a ValueError (an unknown word, say) is shown as text."
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    output.clear_output(wait=True)
+    with output:
+        try: result = compute()
+        except ValueError as e: print(e); return None
+        if caption: print(caption(result))
+        fig = draw(result); display(fig); plt.close(fig)
+    return result
+
 @patch
 def on_click(self:PromptExplorer, _=None):
     "Sample for the current widget values and draw the result in the output area."
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-    self.output.clear_output(wait=True)
-    with self.output:
-        try: result = self.run(self.prompt.value, self.cond_scale.value, self.candidates.value, self.steps.value)
-        except ValueError as e: print(e); self.last = None; return   # e.g. a word outside the world's vocabulary
-        print(f"{result['prompt']!r}: the sampled embedding's similarity to the prompt is {result['similarity']:.2f}, "
-              f"the {result['percentile']:.0f}th percentile of held-out captions' similarity to their own images")
-        fig = self.figure(result); display(fig); plt.close(fig)
+    self.last = _show(self.output, lambda: self.run(self.prompt.value, self.cond_scale.value, self.candidates.value, self.steps.value),
+                      self.figure, lambda r: f"{r['prompt']!r}: the sampled embedding's similarity to the prompt is {r['similarity']:.2f}, "
+                      f"the {r['percentile']:.0f}th percentile of held-out captions' similarity to their own images")
 
 # %% ../nbs/13_explorer.ipynb #842b23a4
 @patch
@@ -116,13 +122,7 @@ def walk_figure(self:PromptExplorer, result:dict|None=None):
 @patch
 def on_walk(self:PromptExplorer, _=None):
     "Walk for the current widget values and draw it in the walk tab."
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-    self.walk_output.clear_output(wait=True)
-    with self.walk_output:
-        try: result = self.walk(self.walk_start.value, self.walk_end.value, self.walk_steps.value)
-        except ValueError as e: print(e); self.last_walk = None; return
-        fig = self.walk_figure(result); display(fig); plt.close(fig)
+    self.last_walk = _show(self.walk_output, lambda: self.walk(self.walk_start.value, self.walk_end.value, self.walk_steps.value), self.walk_figure)
 
 # %% ../nbs/13_explorer.ipynb #0009
 def load_explorer(demo_dir:str|Path|None=None)->PromptExplorer:

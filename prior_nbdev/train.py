@@ -50,7 +50,7 @@ class NetConfig:
 class ClipConfig:
     "Which CLIP embeds captions on the fly (needed when conditioning on text encodings)."
     make:str='open_clip'             # 'open_clip', 'openai' (OpenAI weights through open_clip), 'prior_nbdev_shapes' (the demo's)
-    model:str='ViT-L-14'             # open_clip model name
+    model:str|None=None             # model name (open_clip's; None: ViT-L-14 for open_clip and openai, the builder's own otherwise)
     pretrained:str|None=None         # tag or local checkpoint file
     base_model_kwargs:dict|None=None # reference key (x-clip); refused when set
 
@@ -222,7 +222,8 @@ def build_clip(config:ClipConfig):
     if config.base_model_kwargs:
         raise ValueError(f"prior.clip.base_model_kwargs configures the reference's x-clip models, which are not supported: use make='open_clip' "
                          "(any open_clip model), 'openai' or a registered CLIP")
-    return make_clip(config.make, config.model, config.pretrained)
+    model = config.model or ('ViT-L-14' if config.make in ('open_clip', 'openai') else None)
+    return make_clip(config.make, model, config.pretrained)
 
 def build_prior(config:PriorConfig, clip=None)->DiffusionPrior:
     "A fresh `DiffusionPrior` from the `prior` section (`clip` overrides `config.clip`)."

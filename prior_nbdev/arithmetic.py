@@ -81,7 +81,7 @@ def interpolate(items:list,                     # prompts (str), image embedding
         elif isinstance(item, Tensor) and item.shape == (prior.image_embed_dim,): embeds.append(item.to(prior.device).float())
         elif isinstance(item, (Tensor, np.ndarray)) and len(item.shape) == 3:
             if clip is None: raise ValueError('images need a CLIP adapter: pass clip= or build the prior with one')
-            embeds.append(clip.embed_image(images_to_tensor(np.asarray(item)[None] if isinstance(item, np.ndarray) else item[None]))[0][0].to(prior.device))
+            embeds.append(clip.embed_image(images_to_tensor(item[None]))[0][0].to(prior.device))
         else: raise TypeError(f'items must be prompts, ({prior.image_embed_dim},) image embeddings or (3, h, w) images; got {type(item).__name__} {tuple(getattr(item, "shape", ()))}')
     mixed = (l2norm(torch.stack(embeds)) * (w / w.sum()).to(prior.device)[:, None]).sum(0)
     return l2norm(mixed)

@@ -17,7 +17,7 @@ from .prior import DiffusionPrior
 # %% auto #0
 __all__ = ['PRETRAINED_WEIGHTS', 'atomic_write', 'atomic_torch_save', 'UnsafeCheckpointError', 'DroppedObject', 'read_checkpoint',
            'prior_config', 'prior_state', 'detect_numerics', 'infer_net_config', 'infer_schedule', 'load_prior',
-           'save_prior', 'load_prior_weights']
+           'weights_to_save', 'save_prior', 'load_prior_weights']
 
 # %% ../nbs/05_checkpoint.ipynb #7d4f7408
 def atomic_write(path:str|Path, write):
@@ -242,11 +242,14 @@ def load_prior(path_or_state_dict,            # a checkpoint file (.pt/.pth/.ckp
     return prior.to(device) if device is not None else prior
 
 # %% ../nbs/05_checkpoint.ipynb #000d
+def weights_to_save(prior:DiffusionPrior)->dict:
+    "`prior`'s weights as files store them: without CLIP's (CLIP is loaded by its own name), on the CPU, contiguous."
+    return {k: v.detach().cpu().contiguous().clone() for k, v in prior.state_dict().items() if not k.startswith('clip.')}
+
 def save_prior(prior:DiffusionPrior, path:str|Path):
     "Write `prior`'s weights (without CLIP's) and configuration to `path` (.safetensors or a torch file)."
     path = Path(path)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in prior.state_dict().items() if not k.startswith('clip.')}
-    config = prior_config(prior)
+    state, config = weights_to_save(prior), prior_config(prior)
     if path.suffix == '.safetensors':
         from safetensors.torch import save_file
         metadata = dict(config=json.dumps(config), format='prior_nbdev', version=__version__)
@@ -267,8 +270,7 @@ def _save_pretrained(self:DiffusionPrior, save_directory:Path):
     from safetensors.torch import save_file
     save_directory = Path(save_directory)
     config = dict(prior_config(self), format='prior_nbdev', version=__version__)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items() if not k.startswith('clip.')}
-    atomic_write(save_directory / PRETRAINED_WEIGHTS, lambda tmp: save_file(state, tmp, metadata=dict(format='prior_nbdev')))
+    atomic_write(save_directory / PRETRAINED_WEIGHTS, lambda tmp: save_file(weights_to_save(self), tmp, metadata=dict(format='prior_nbdev')))
     atomic_write(save_directory / 'config.json', lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True)))
 
 # %% ../nbs/05_checkpoint.ipynb #1bd9a8ae

@@ -13,8 +13,9 @@ from torch import Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['S3_DEFAULTS', 'write_embedding_shards', 'Shard', 'storage_options_for', 'find_shards', 'EmbeddingDataset',
-           'register_storage_options', 'validate_embeddings', 'split_ranges', 'PriorLoader', 'prior_inputs']
+__all__ = ['S3_DEFAULTS', 'write_embedding_shards', 'Shard', 'storage_options_for', 'numbered_files', 'find_shards',
+           'EmbeddingDataset', 'register_storage_options', 'validate_embeddings', 'split_ranges', 'PriorLoader',
+           'prior_inputs']
 
 # %% ../nbs/04_data.ipynb #0005
 def write_embedding_shards(root:str|Path,                    # Folder to create img_emb/, text_emb/, metadata/ in
@@ -68,7 +69,8 @@ def _fs(url:str, storage_options:dict|None=None):
     fs, path = fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
     return fs, path, url[:len(url) - len(path)] if url.endswith(path) else ''
 
-def _numbered_files(url:str, suffix:str, what:str, storage_options:dict|None=None)->dict[int, str]:
+def numbered_files(url:str, suffix:str, what:str, storage_options:dict|None=None)->dict[int, str]:
+    "{shard number: path or URL} of the `suffix` files in the folder `url`; the number is the name's trailing integer."
     fs, root, prefix = _fs(url, storage_options)
     try:
         if not fs.isdir(root): raise FileNotFoundError(root)
@@ -114,9 +116,9 @@ def find_shards(image_url:str|Path,           # Folder of image embedding .npy f
                )->list[Shard]:
     "The shards of a clip-retrieval embedding folder, paired across folders and checked to align."
     so = storage_options
-    images = _numbered_files(image_url, '.npy', 'image embedding', so)
-    texts = _numbered_files(text_url, '.npy', 'text embedding', so) if text_url else None
-    metas = _numbered_files(meta_url, '.parquet', 'metadata', so) if meta_url else None
+    images = numbered_files(image_url, '.npy', 'image embedding', so)
+    texts = numbered_files(text_url, '.npy', 'text embedding', so) if text_url else None
+    metas = numbered_files(meta_url, '.parquet', 'metadata', so) if meta_url else None
     for other, name in ((texts, 'text embedding'), (metas, 'metadata')):
         if other is None: continue
         if missing := sorted(set(images) - set(other)): raise ValueError(f'{name} shard(s) {missing} missing: {images[missing[0]]} has no partner')

@@ -4,14 +4,14 @@
 
 # %% ../nbs/12_sample.ipynb #d868db31
 from __future__ import annotations
-import json, os, re, sys, time
+import json, sys, time
 from pathlib import Path
 import numpy as np
 import torch
 from .prior import DiffusionPrior
 from .clip import make_clip, clip_builders
-from .checkpoint import atomic_write
-from .checkpoint import load_prior
+from .data import numbered_files
+from .checkpoint import atomic_write, load_prior, prior_state
 
 # %% auto #0
 __all__ = ['CaptionSource', 'read_captions', 'clip_by_name', 'text_condition', 'check_width', 'shard_done', 'write_shard',
@@ -39,22 +39,17 @@ class CaptionSource:
         return np.concatenate(parts)
 
 # %% ../nbs/12_sample.ipynb #4b8fcbb2
-def _numbered(folder:Path, prefix:str, suffix:str)->list[Path]:
-    "Files `prefix<number><suffix>` in `folder`, by number."
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := re.fullmatch(re.escape(prefix) + r'(\d+)' + re.escape(suffix), p.name))]
-    return [p for _, p in sorted(found)]
-
 def read_captions(path:str|Path, column:str='caption')->CaptionSource:
     "A `CaptionSource` from a .txt (a caption per line), a .parquet (`column`), or a clip-retrieval folder / text_emb folder."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'captions input {path} does not exist')
     if path.is_dir():
         folder = path / 'text_emb' if (path / 'text_emb').is_dir() else path
-        shards = _numbered(folder, 'text_emb_', '.npy') or sorted(folder.glob('*.npy'))
-        if not shards: raise ValueError(f'{folder} holds no text embedding shards (text_emb_<n>.npy)')
+        shards = [f for _, f in sorted(numbered_files(folder, '.npy', 'text embedding').items())]
         captions = None
         meta = folder.parent / 'metadata'
-        if meta.is_dir() and (metas := _numbered(meta, 'metadata_', '.parquet')):
+        if meta.is_dir() and any(meta.glob('*.parquet')):
+            metas = [f for _, f in sorted(numbered_files(meta, '.parquet', 'metadata').items())]
             import pandas as pd
             frames = [pd.read_parquet(p) for p in metas]
             if all(column in f for f in frames): captions = [str(c) for f in frames for c in f[column]]
@@ -111,7 +106,7 @@ def write_shard(out:Path, k:int, image_embeds:np.ndarray, text_embeds:np.ndarray
     for folder, data in (('text_emb', text_embeds), ('img_emb', image_embeds)):
         atomic_write(out / folder / f'{folder}_{k}.npy', lambda tmp, data=data: np.save(open(tmp, 'wb'), data))
 
-def batch_generator(seed:int, first_row:int, device)->torch.Generator:
+def batch_generator(seed:int, first_row:int)->torch.Generator:
     "The generator for the batch starting at `first_row`."
     return torch.Generator(device='cpu').manual_seed(seed * 1_000_003 + first_row)
 
@@ -140,7 +135,7 @@ def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path,
             cond = text_condition(prior, source, s, e, clip)
             with torch.autocast(prior.device.type, dtype=autocast[dtype], enabled=autocast[dtype] is not None):
                 sampled = prior.sample(**cond, num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale, timesteps=timesteps,
-                                       generator=batch_generator(seed, s, prior.device))
+                                       generator=batch_generator(seed, s))
             image_parts.append(torch.nn.functional.normalize(sampled.float(), dim=-1).cpu().numpy())
             text_parts.append(cond['text_embed'].float().cpu().numpy())
             bar.update(e - s)
@@ -165,7 +160,6 @@ def _load_checkpoint(path:str, use_ema:bool=True)->tuple[DiffusionPrior, dict|No
         spec = json.loads((p / 'config.json').read_text()).get('clip')
     else:
         if not p.exists(): raise FileNotFoundError(f'checkpoint {p} does not exist')
-        from prior_nbdev.checkpoint import prior_state
         prior, spec = load_prior(p, use_ema=use_ema), (prior_state(p, use_ema)[1] or {}).get('clip')
     return prior, spec
 

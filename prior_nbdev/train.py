@@ -12,10 +12,9 @@ from .network import DiffusionPriorNetwork
 from .prior import DiffusionPrior
 from .data import validate_embeddings, split_ranges, PriorLoader, prior_inputs
 from .trainer import DiffusionPriorTrainer, load_prior_state, mixed_precision_for
-from .checkpoint import read_checkpoint, atomic_write
+from .checkpoint import read_checkpoint, atomic_write, load_prior_weights
 from .metrics import evaluate_prior, plot_training, METRIC_KEYS
 from .clip import make_clip
-from .checkpoint import load_prior_weights
 
 # %% auto #0
 __all__ = ['SAMPLING_FREE_KEYS', 'NetConfig', 'ClipConfig', 'PriorConfig', 'DataConfig', 'TrainConfig', 'TrackerConfig',
@@ -259,9 +258,7 @@ def _write_json(path:Path, data:dict):
 def check_trackers(log_with)->list|None:
     "`log_with` as a list, after checking that Accelerate knows each tracker and that its package is installed."
     if not log_with: return None
-    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
-    from accelerate.utils import LoggerType
-    from accelerate.tracking import get_available_trackers
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
     names = [log_with] if isinstance(log_with, str) else list(log_with)
     available = {str(t) for t in get_available_trackers()}
     for name in names:

@@ -2,9 +2,12 @@ __version__ = "0.0.1"
 
 # The package's public names, re-exported from the chapters that define them (nbdev writes the modules from nbs/).
 from .schedule import *
+from .transformer import *
 from .network import *
 from .prior import *
+from .sampling import *
 from .data import *
+from .legacy import *
 from .checkpoint import *
 from .trainer import *
 from .metrics import *

@@ -12,7 +12,8 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'cosine_beta_schedule', 'linear_beta_schedule', 'quadratic_beta_schedule', 'sigmoid_beta_schedule',
-           'jsd_beta_schedule', 'make_betas', 'at_timesteps', 'NoiseScheduler', 'ddpm_step', 'ddim_step']
+           'jsd_beta_schedule', 'make_betas', 'at_timesteps', 'NoiseScheduler', 'ddpm_step', 'ddim_step',
+           'dalle2_ddim_times', 'ddim_times']
 
 # %% ../nbs/01_schedule.ipynb #0006
 def cosine_beta_schedule(timesteps:int, # Number of diffusion steps T
@@ -175,3 +176,15 @@ def ddim_step(x_start:Tensor,       # (B, D) the network's estimate of x_0
     sigma = eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()
     direction = ((1 - alpha_next) - sigma ** 2).sqrt()
     return x_start * alpha_next.sqrt() + sigma * noise + direction * pred_noise
+
+# %% ../nbs/01_schedule.ipynb #6d36b233
+def dalle2_ddim_times(num_timesteps:int, sample_timesteps:int)->list[tuple[int, int]]:
+    "The reference DDIM's (time, next time) pairs: S-1 jumps, the last one to -1."
+    times = torch.linspace(-1., num_timesteps, steps=sample_timesteps + 1)[:-1].int().tolist()[::-1]
+    return list(zip(times[:-1], times[1:]))
+
+def ddim_times(num_timesteps:int, sample_timesteps:int)->list[int]:
+    "`sample_timesteps` distinct, evenly spaced steps from T-1 down to 0."
+    if not 1 <= sample_timesteps <= num_timesteps:
+        raise ValueError(f'sample_timesteps must lie in [1, {num_timesteps}], got {sample_timesteps}')
+    return torch.linspace(num_timesteps - 1, 0, sample_timesteps).round().long().tolist()

@@ -24,12 +24,11 @@ def both_paths(prior, dtype, sampler, timesteps, cond_scale):
     enc[:3, 3:] = 0
     outs = {}
     for fast in (True, False):
-        prior.cache_text_prefix = fast
         torch.manual_seed(7)
         torch.set_default_dtype(dtype)   # the samplers draw their noise in the default dtype
         try:
             outs[fast] = prior.sample(text_embed=text_embed, text_encodings=enc, num_samples_per_batch=2, cond_scale=cond_scale,
-                                      timesteps=timesteps, sampler=sampler)
+                                      timesteps=timesteps, sampler=sampler, cache_text=fast)
         finally: torch.set_default_dtype(torch.float32)
     return outs[True], outs[False]
 

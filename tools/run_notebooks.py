@@ -1,6 +1,6 @@
 """Execute notebooks and store them with their outputs, as nbdev_test would run them (skipping `#| slow` and `#| eval: false` cells).
 
-`python tools/run_notebooks.py [nbs/03_prior.ipynb ...]` (default: every notebook under nbs/), then `nbdev_clean`.
+`python tools/run_notebooks.py [nbs/04_prior.ipynb ...]` (default: every notebook under nbs/), then `nbdev_clean`.
 Outputs stay deterministic because every notebook seeds what it draws; figures are stored as PNG at 72 dpi.
 """
 import os, sys, time

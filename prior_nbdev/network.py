@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_network.ipynb #0002
 from __future__ import annotations
-import dataclasses
+import dataclasses, sys
 import torch
 import torch.nn.functional as F
 from dataclasses import dataclass
@@ -19,17 +19,12 @@ __all__ = ['Config', 'NetConfig', 'DiffusionPriorNetwork', 'check_width', 'keep_
 # %% ../nbs/03_network.ipynb #4143397c
 class Config:
     "Base of the package's configuration dataclasses: built strictly from JSON-like dicts, written back by `to_dict`."
-    _sections:dict = {}
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        Config._sections[cls.__name__] = cls
-
     @classmethod
     def _section(cls, name:str):
-        "The config class a field holds (`X` or `X|None`), if any."
-        hint = dataclasses.fields(cls)[[f.name for f in dataclasses.fields(cls)].index(name)].type
-        hint = hint if isinstance(hint, str) else getattr(hint, '__name__', '')
-        return Config._sections.get(hint.replace(' ', '').removesuffix('|None'))
+        "The config class a field holds (`X` or `X|None`, looked up where `cls` was defined), if any."
+        hint = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+        if isinstance(hint, str): hint = vars(sys.modules[cls.__module__]).get(hint.replace(' ', '').removesuffix('|None'))
+        return hint if isinstance(hint, type) and issubclass(hint, Config) else None
 
     @classmethod
     def problems(cls, data, where:str='config')->list[str]:

@@ -19,7 +19,8 @@ from .clip import ClipConfig, clip_from_config
 # %% auto #0
 __all__ = ['SAMPLING_FREE_KEYS', 'DataConfig', 'TrainConfig', 'TrackerConfig', 'TrainDiffusionPriorConfig', 'config_from_dict',
            'translate_reference_config', 'load_config', 'build_prior', 'NonFiniteLossError', 'rng_state',
-           'set_rng_state', 'check_trackers', 'flat_config', 'train_log', 'link_latest', 'train', 'main']
+           'set_rng_state', 'check_trackers', 'flat_config', 'train_log', 'link_latest', 'prepare_data',
+           'resume_or_init', 'test_metrics', 'train', 'main']
 
 # %% ../nbs/12_train.ipynb #0005
 @dataclass
@@ -202,9 +203,56 @@ def link_latest(latest:Path):
     os.symlink(latest.name, tmp)
     os.replace(tmp, link)
 
-# %% ../nbs/12_train.ipynb #0012
+# %% ../nbs/12_train.ipynb #ca3439b7
+def prepare_data(config:TrainDiffusionPriorConfig, rank:int=0, world:int=1):
+    "(train loader, `eval_loader(split)` -> loader or None) for process `rank` of `world`, after checking the data."
+    tc, dc = config.train, config.data
+    dataset = validate_embeddings(dc.image_url, dc.text_url, dc.meta_url, dim=config.prior.image_embed_dim,
+                                  check_finite=dc.check_finite, caption_column=dc.caption_column, shard_subset=slice(rank, None, world),
+                                  storage_options=dc.storage_options)
+    ranges = split_ranges(dataset.count, dc.splits, dc.num_data_points)
+    if ranges['train'][1] - ranges['train'][0] < dc.batch_size * world:
+        raise ValueError(f"the train split has {ranges['train'][1] - ranges['train'][0]} rows, fewer than one batch per process "
+                         f'({dc.batch_size} x {world}); lower data.batch_size or add data')
+    loader_args = dict(rank=rank, world_size=world, seed=tc.random_seed, block_size=dc.block_size)
+    train_loader = PriorLoader(dataset, *ranges['train'], dc.batch_size, shuffle=dc.shuffle, **loader_args)
+    def eval_loader(split):
+        start, end = ranges.get(split, (0, 0))
+        return PriorLoader(dataset, start, end, dc.batch_size, shuffle=False, drop_last=False, **loader_args) if end > start else None
+    return train_loader, eval_loader
+
+# %% ../nbs/12_train.ipynb #293f0e92
+def resume_or_init(trainer:DiffusionPriorTrainer, train_loader:PriorLoader, latest:Path, tc:TrainConfig, rank:int=0, world:int=1):
+    "(history, best validation loss) after resuming from `latest` or initialising from `tc.init_from`."
+    history, best_val = dict(step=[], loss=[], val_step=[], online_val_loss=[], ema_val_loss=[]), math.inf
+    if tc.resume and latest.exists():
+        state = trainer.load(latest)
+        train_loader.load_state_dict(state['loader'])
+        history, best_val = state['history'], state['best_val_loss']
+        if len(state.get('rng', [])) == world: set_rng_state(state['rng'][rank])
+        moved = f", the epoch in progress was begun by {state['loader']['world_size']} processes and its unread rows are dealt to {world}" if state['loader']['world_size'] != world else ''
+        print(f'rank {rank}: resumed from {latest} at step {trainer.steps_done} (epoch {train_loader.epoch}, row {train_loader.position}{moved})', flush=True)
+    elif tc.init_from:
+        load_prior_state(trainer.unwrapped_prior, load_prior_weights(tc.init_from))
+    return history, best_val
+
+# %% ../nbs/12_train.ipynb #dae152dd
 SAMPLING_FREE_KEYS = ('online_val_loss', 'ema_val_loss', 'baseline_similarity')   # the same whatever the sampling steps
 
+def test_metrics(trainer:DiffusionPriorTrainer, loader:PriorLoader|None, tc:TrainConfig, accelerator=None)->dict:
+    "The prior's metrics on `loader`'s rows, for each sampling step count in `tc.eval_timesteps` ({} without a loader)."
+    if loader is None: return {}
+    metrics = {}
+    for i, steps in enumerate(tc.eval_timesteps):
+        m = evaluate_prior(trainer.unwrapped_prior, trainer.ema_model, loader, cond_scale=tc.eval_cond_scale, timesteps=steps,
+                           num_samples_per_batch=tc.eval_num_samples_per_batch, seed=tc.random_seed, accelerator=accelerator,
+                           autocast=accelerator.autocast if accelerator is not None else None)
+        got = {k: m[k] for k in METRIC_KEYS} | {k: v for k, v in m.items() if 'recall' in k}
+        metrics.update(got if i == 0 else {f'{k} ({steps} steps)': v for k, v in got.items() if k not in SAMPLING_FREE_KEYS})
+    if accelerator is not None: accelerator.log({f'test/{k}': v for k, v in metrics.items()}, step=trainer.steps_done)
+    return metrics
+
+# %% ../nbs/12_train.ipynb #0012
 def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->dict:
     "Run a whole training described by `config`; returns the test metrics."
     from accelerate import Accelerator
@@ -221,18 +269,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     set_seed(tc.random_seed, device_specific=True)
     if main: out.mkdir(parents=True, exist_ok=True)
     # 2. data
-    dataset = validate_embeddings(dc.image_url, dc.text_url, dc.meta_url, dim=config.prior.image_embed_dim,
-                                  check_finite=dc.check_finite, caption_column=dc.caption_column, shard_subset=slice(rank, None, world),
-                                  storage_options=dc.storage_options)
-    ranges = split_ranges(dataset.count, dc.splits, dc.num_data_points)
-    if ranges['train'][1] - ranges['train'][0] < dc.batch_size * world:
-        raise ValueError(f"the train split has {ranges['train'][1] - ranges['train'][0]} rows, fewer than one batch per process "
-                         f'({dc.batch_size} x {world}); lower data.batch_size or add data')
-    loader_args = dict(rank=rank, world_size=world, seed=tc.random_seed, block_size=dc.block_size)
-    train_loader = PriorLoader(dataset, *ranges['train'], dc.batch_size, shuffle=dc.shuffle, **loader_args)
-    def eval_loader(split):
-        start, end = ranges.get(split, (0, 0))
-        return PriorLoader(dataset, start, end, dc.batch_size, shuffle=False, drop_last=False, **loader_args) if end > start else None
+    train_loader, eval_loader = prepare_data(config, rank, world)
     print(f'rank {rank}/{world} reads train blocks {train_loader.blocks()}', flush=True)
     # 3. model, trainer, resume
     prior = build_prior(config.prior, clip=clip)
@@ -242,17 +279,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
                                     cosine_decay_max_steps=tc.cosine_decay_max_steps, ema_beta=tc.ema_beta,
                                     ema_update_after_step=tc.ema_update_after_step, ema_update_every=tc.ema_update_every)
     latest, best = out / 'latest.pt', out / 'best.pt'
-    history = dict(step=[], loss=[], val_step=[], online_val_loss=[], ema_val_loss=[])
-    best_val = math.inf
-    if tc.resume and latest.exists():
-        state = trainer.load(latest)
-        train_loader.load_state_dict(state['loader'])
-        history, best_val = state['history'], state['best_val_loss']
-        if len(state.get('rng', [])) == world: set_rng_state(state['rng'][rank])
-        moved = f", the epoch in progress was begun by {state['loader']['world_size']} processes and its unread rows are dealt to {world}" if state['loader']['world_size'] != world else ''
-        print(f'rank {rank}: resumed from {latest} at step {trainer.steps_done} (epoch {train_loader.epoch}, row {train_loader.position}{moved})', flush=True)
-    elif tc.init_from:
-        load_prior_state(trainer.unwrapped_prior, load_prior_weights(tc.init_from))
+    history, best_val = resume_or_init(trainer, train_loader, latest, tc, rank, world)
     # the steps still to take: the rest of this epoch (planned for this many processes if it began with another), then whole epochs
     left_now = math.ceil((train_loader.rows_per_epoch() - train_loader.position) / dc.batch_size)
     planned = trainer.steps_done + left_now + max(tc.epochs - train_loader.epoch - 1, 0) * steps_per_epoch
@@ -325,22 +352,13 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     fingerprint = sum(p.detach().double().abs().sum().item() for p in trainer.unwrapped_prior.net.parameters())
     print(f'rank {rank}/{world}: trained to step {trainer.steps_done}, weights fingerprint {fingerprint:.10e}', flush=True)
     # 5. the test split
-    test_loader = eval_loader('test') or eval_loader('val')
-    metrics = {}
-    if test_loader is not None:
-        for i, steps in enumerate(tc.eval_timesteps):   # the first count gives the plain keys, others are suffixed
-            m = evaluate_prior(trainer.unwrapped_prior, trainer.ema_model, test_loader, cond_scale=tc.eval_cond_scale,
-                               timesteps=steps, num_samples_per_batch=tc.eval_num_samples_per_batch,
-                               seed=tc.random_seed, accelerator=accelerator, autocast=accelerator.autocast)
-            got = {k: m[k] for k in METRIC_KEYS} | {k: v for k, v in m.items() if 'recall' in k}
-            metrics.update(got if i == 0 else {f'{k} ({steps} steps)': v for k, v in got.items() if k not in SAMPLING_FREE_KEYS})
-        accelerator.log({f'test/{k}': v for k, v in metrics.items()}, step=trainer.steps_done)
-        if main:
-            _write_json(out / 'metrics.json', metrics)
-            fig = plot_training(history, metrics)
-            fig.savefig(out / 'metrics.png', dpi=110)
-            import matplotlib.pyplot as plt; plt.close(fig)
-            print(json.dumps(metrics, indent=2), flush=True)
+    metrics = test_metrics(trainer, eval_loader('test') or eval_loader('val'), tc, accelerator)
+    if metrics and main:
+        _write_json(out / 'metrics.json', metrics)
+        fig = plot_training(history, metrics)
+        fig.savefig(out / 'metrics.png', dpi=110)
+        import matplotlib.pyplot as plt; plt.close(fig)
+        print(json.dumps(metrics, indent=2), flush=True)
     if main: _write_json(out / 'history.json', history)
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -70,9 +70,8 @@ class LegacyLayerNorm(LayerNorm):
         else: self.beta = None
 
     def forward(self, x:Tensor)->Tensor:
-        eps = self.eps if x.dtype == torch.float32 or self.fp16_eps is None else self.fp16_eps
-        if self.stable: x = x / x.amax(dim=-1, keepdim=True).detach()
-        return F.layer_norm(x, x.shape[-1:], self.g.to(x.dtype), None if self.beta is None else self.beta.to(x.dtype), eps)
+        out = super().forward(x)
+        return out if self.beta is None else out + self.beta.to(out.dtype)
 
 class DotProductAttention(Attention):
     "Attention scored by q·k/√d instead of cosine similarity (before 1.4.3)."
@@ -191,6 +190,4 @@ def network_from_config(config:NetConfig)->DiffusionPriorNetwork:
 
 def prior_from_config(config:PriorConfig, clip:nn.Module|None=None)->DiffusionPrior:
     "A fresh prior of any era from its config; `clip` is the adapter for `config.clip` (None: keep only its name)."
-    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in ('net', 'image_embed_dim', 'clip')}
-    return DiffusionPrior(network_from_config(config.net), clip=clip, image_embed_dim=config.image_embed_dim,
-                          clip_spec=config.clip, **settings)
+    return DiffusionPrior.from_config(config, clip=clip, net=network_from_config(config.net))

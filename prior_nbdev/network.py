@@ -53,8 +53,10 @@ class Config:
         "Plain JSON-ready data (nested sections as dicts)."
         return dataclasses.asdict(self)
 
-def _check(ok:bool, message:str):
-    if not ok: raise ValueError(message)
+    @staticmethod
+    def require(ok:bool, message:str):
+        "For `__post_init__` checks: a ValueError with `message` unless `ok`."
+        if not ok: raise ValueError(message)
 
 # %% ../nbs/03_network.ipynb #a120b767
 @dataclass(frozen=True)
@@ -84,15 +86,15 @@ class NetConfig(Config):
         if self.max_text_len is None: object.__setattr__(self, 'max_text_len', 256)  # the reference's default
         for name in ('dim', 'depth', 'num_time_embeds', 'num_image_embeds', 'num_text_embeds', 'dim_head', 'heads'):
             value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool) and value >= (0 if name == 'depth' else 1),
+            self.require(isinstance(value, int) and not isinstance(value, bool) and value >= (0 if name == 'depth' else 1),
                    f'{name} must be a {"non-negative" if name == "depth" else "positive"} integer, got {value!r}')
-        _check(self.num_timesteps is None or (isinstance(self.num_timesteps, int) and self.num_timesteps >= 1),
+        self.require(self.num_timesteps is None or (isinstance(self.num_timesteps, int) and self.num_timesteps >= 1),
                f'num_timesteps must be None (continuous time) or a positive integer, got {self.num_timesteps!r}')
-        _check(isinstance(self.max_text_len, int) and self.max_text_len >= 0, f'max_text_len must be an integer >= 0, got {self.max_text_len!r}')
-        _check(self.ff_mult > 0, f'ff_mult must be > 0, got {self.ff_mult}')
+        self.require(isinstance(self.max_text_len, int) and self.max_text_len >= 0, f'max_text_len must be an integer >= 0, got {self.max_text_len!r}')
+        self.require(self.ff_mult > 0, f'ff_mult must be > 0, got {self.ff_mult}')
         for name in ('attn_dropout', 'ff_dropout'):
-            _check(0 <= getattr(self, name) < 1, f'{name} must lie in [0, 1), got {getattr(self, name)}')
-        _check(self.dim_head % 2 == 0 or not self.rotary_emb, f'rotary_emb needs an even dim_head, got {self.dim_head}')
+            self.require(0 <= getattr(self, name) < 1, f'{name} must lie in [0, 1), got {getattr(self, name)}')
+        self.require(self.dim_head % 2 == 0 or not self.rotary_emb, f'rotary_emb needs an even dim_head, got {self.dim_head}')
 
 # %% ../nbs/03_network.ipynb #0020
 class DiffusionPriorNetwork(nn.Module):

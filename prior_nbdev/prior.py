@@ -26,9 +26,6 @@ def l2norm(x:Tensor)->Tensor:
 LOSSES = dict(l1=F.l1_loss, l2=F.mse_loss, huber=F.smooth_l1_loss)
 
 # %% ../nbs/04_prior.ipynb #4c57d147
-def _check(ok:bool, message:str):
-    if not ok: raise ValueError(message)
-
 @dataclass(frozen=True)
 class PriorConfig(Config):
     "Everything that defines a `DiffusionPrior`: its network, the diffusion, the loss, and which CLIP it uses."
@@ -58,21 +55,21 @@ class PriorConfig(Config):
         net = self.net if isinstance(self.net, NetConfig) else NetConfig.from_dict(self.net, 'net')
         object.__setattr__(self, 'net', net)
         if self.image_embed_dim is None: object.__setattr__(self, 'image_embed_dim', net.dim)
-        _check(net.dim == self.image_embed_dim, f'the network has dim={net.dim} but image_embed_dim={self.image_embed_dim}; they must be equal')
+        self.require(net.dim == self.image_embed_dim, f'the network has dim={net.dim} but image_embed_dim={self.image_embed_dim}; they must be equal')
         for name in ('text_cond_drop_prob', 'image_cond_drop_prob'):
             if getattr(self, name) is None: object.__setattr__(self, name, self.cond_drop_prob)
         for name in ('cond_drop_prob', 'text_cond_drop_prob', 'image_cond_drop_prob'):
-            _check(0 <= getattr(self, name) <= 1, f'{name} must lie in [0, 1], got {getattr(self, name)}')
-        _check(isinstance(self.timesteps, int) and self.timesteps >= 1, f'timesteps must be a positive integer, got {self.timesteps!r}')
-        _check(self.sample_timesteps is None or 1 <= self.sample_timesteps <= self.timesteps,
+            self.require(0 <= getattr(self, name) <= 1, f'{name} must lie in [0, 1], got {getattr(self, name)}')
+        self.require(isinstance(self.timesteps, int) and self.timesteps >= 1, f'timesteps must be a positive integer, got {self.timesteps!r}')
+        self.require(self.sample_timesteps is None or 1 <= self.sample_timesteps <= self.timesteps,
                f'sample_timesteps must lie in [1, timesteps={self.timesteps}], got {self.sample_timesteps}')
-        _check(self.loss_type in LOSSES, f'unknown loss_type {self.loss_type!r}; expected one of {sorted(LOSSES)}')
-        _check(self.beta_schedule in BETA_SCHEDULES, f'unknown beta_schedule {self.beta_schedule!r}; expected one of {sorted(BETA_SCHEDULES)}')
-        _check(not (self.predict_v and self.training_clamp_l2norm),
+        self.require(self.loss_type in LOSSES, f'unknown loss_type {self.loss_type!r}; expected one of {sorted(LOSSES)}')
+        self.require(self.beta_schedule in BETA_SCHEDULES, f'unknown beta_schedule {self.beta_schedule!r}; expected one of {sorted(BETA_SCHEDULES)}')
+        self.require(not (self.predict_v and self.training_clamp_l2norm),
                'training_clamp_l2norm normalises an x0 prediction, but predict_v=True makes the network predict v')
-        _check(self.clip is None or (isinstance(self.clip, dict) and 'make' in self.clip),
+        self.require(self.clip is None or (isinstance(self.clip, dict) and 'make' in self.clip),
                f'clip must be None or a CLIP spec with at least "make" (see the CLIP chapter), got {self.clip!r}')
-        _check(self.image_embed_scale is None or self.image_embed_scale > 0, f'image_embed_scale must be > 0, got {self.image_embed_scale}')
+        self.require(self.image_embed_scale is None or self.image_embed_scale > 0, f'image_embed_scale must be > 0, got {self.image_embed_scale}')
 
 # %% ../nbs/04_prior.ipynb #0006
 class DiffusionPrior(nn.Module, ModelHubMixin, library_name='prior_nbdev', tags=['diffusion-prior', 'clip', 'dalle2']):
@@ -110,12 +107,12 @@ class DiffusionPrior(nn.Module, ModelHubMixin, library_name='prior_nbdev', tags=
         self.noise_scheduler = NoiseScheduler(beta_schedule=self.config.beta_schedule, timesteps=self.config.timesteps)
 
     @classmethod
-    def from_config(cls, config:PriorConfig|dict, clip:nn.Module|None=None)->DiffusionPrior:
-        "A fresh prior built from a `PriorConfig` (or its dict); `clip` is the adapter for `config.clip`, built by the caller."
+    def from_config(cls, config:PriorConfig|dict, clip:nn.Module|None=None, net:DiffusionPriorNetwork|None=None)->DiffusionPrior:
+        "A fresh prior built from a `PriorConfig` (or its dict); `clip` is the adapter for `config.clip`, built by the caller; `net` one built from `config.net` (None: built here)."
         config = config if isinstance(config, PriorConfig) else PriorConfig.from_dict(config, 'prior')
         settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in ('net', 'image_embed_dim', 'clip')}
-        return cls(DiffusionPriorNetwork.from_config(config.net), clip=clip, image_embed_dim=config.image_embed_dim,
-                   clip_spec=config.clip, **settings)
+        return cls(DiffusionPriorNetwork.from_config(config.net) if net is None else net, clip=clip,
+                   image_embed_dim=config.image_embed_dim, clip_spec=config.clip, **settings)
 
     @property
     def device(self)->torch.device: return self.noise_scheduler.betas.device

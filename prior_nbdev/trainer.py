@@ -56,9 +56,10 @@ class EMA(nn.Module):
     @torch.no_grad()
     def update(self, prior:DiffusionPrior, step:int):
         "Follow or average `prior`'s network after optimiser step `step` (counting from 1)."
-        pairs = list(zip(self.ema_model.net.state_dict().values(), prior.net.state_dict().values()))
+        ema, net = self.ema_model.net, prior.net
+        pairs = list(zip([*ema.parameters(), *ema.buffers()], [*net.parameters(), *net.buffers()]))
         if step <= self.update_after_step:
-            for e, p in pairs: e.copy_(p)
+            torch._foreach_copy_([e for e, _ in pairs], [p for _, p in pairs])
         elif step % self.update_every == 0:
             floats = [(e, p) for e, p in pairs if e.is_floating_point()]
             torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - self.beta)

@@ -11,12 +11,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from .metrics import LinearProbes, fidelity, open_entropy, fit_ridge, plot_ground_truth
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'RELATIONS', 'IMAGE_SIZE', 'VOCAB', 'SHAPES_CLIP_NAME', 'SHAPES_CLIP_CONFIG', 'ASSETS',
-           'SHAPES_CLIP_WEIGHTS', 'Thing', 'sample_scene', 'render', 'describe', 'make_shapes_dataset', 'wrap_caption',
-           'ShapesTokenizer', 'register_shapes_clip', 'shapes_clip', 'build_shapes_clip', 'demo_config',
-           'nearest_images_figure', 'run_demo', 'demo_main']
+           'SHAPES_CLIP_WEIGHTS', 'SIDES', 'ARRANGEMENTS', 'LABELS', 'Thing', 'sample_scene', 'render', 'describe',
+           'make_shapes_scenes', 'make_shapes_dataset', 'wrap_caption', 'ShapesTokenizer', 'register_shapes_clip',
+           'shapes_clip', 'build_shapes_clip', 'ordered_pair', 'scene_labels', 'Claim', 'parse_caption', 'satisfied',
+           'open_values', 'shapes_probes', 'ground_truth_report', 'demo_config', 'nearest_images_figure', 'run_demo',
+           'demo_main']
 
 # %% ../nbs/13_demo.ipynb #0005
 SHAPES = ('circle', 'square', 'triangle')
@@ -63,13 +66,15 @@ def _phrase(t:Thing, rng)->str:
     words = ([t.size] if rng.random() < 0.5 else []) + ([t.color] if rng.random() < 0.75 else []) + [t.shape]
     return 'a ' + ' '.join(words)
 
+def _side(t:Thing)->str|None:
+    return 'on the left' if t.x < 13 else 'on the right' if t.x > 19 else 'at the top' if t.y < 13 else 'at the bottom' if t.y > 19 else None
+
 def describe(things:list[Thing], relation:str|None, rng:np.random.Generator)->str:
     "A partial, compositional caption of a scene."
     if len(things) == 1:
         t, caption = things[0], _phrase(things[0], rng)
         if rng.random() < 0.3:
-            side = 'on the left' if t.x < 13 else 'on the right' if t.x > 19 else 'at the top' if t.y < 13 else 'at the bottom' if t.y > 19 else None
-            if side: caption += ' ' + side
+            if side := _side(t): caption += ' ' + side
         return caption
     u = rng.random()
     if u < 0.6: return f'{_phrase(things[0], rng)} {relation} {_phrase(things[1], rng)}'
@@ -77,15 +82,19 @@ def describe(things:list[Thing], relation:str|None, rng:np.random.Generator)->st
     if u < 0.9: return _phrase(things[rng.integers(2)], rng)
     return 'two shapes'
 
-def make_shapes_dataset(n:int, seed:int=0)->tuple[np.ndarray, list[str]]:
-    "`n` (images (n, 32, 32, 3) uint8, captions), the same for the same seed."
+def make_shapes_scenes(n:int, seed:int=0)->tuple[np.ndarray, list[str], list[tuple[list[Thing], str|None]]]:
+    "`n` (images (n, 32, 32, 3) uint8, captions, scenes: each pair's (things, relation)), the same for the same seed."
     rng = np.random.default_rng(seed)
-    images, captions = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), []
+    images, captions, scenes = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8), [], []
     for i in range(n):
         things, relation = sample_scene(rng)
         images[i] = render(things, rng)
-        captions.append(describe(things, relation, rng))
-    return images, captions
+        captions.append(describe(things, relation, rng)); scenes.append((things, relation))
+    return images, captions, scenes
+
+def make_shapes_dataset(n:int, seed:int=0)->tuple[np.ndarray, list[str]]:
+    "`n` (images (n, 32, 32, 3) uint8, captions), the same for the same seed."
+    return make_shapes_scenes(n, seed)[:2]
 
 # %% ../nbs/13_demo.ipynb #000d
 _BREAKS = {' of ': ' of\n', ' above': '\nabove', ' below': '\nbelow', ' and': '\nand'}
@@ -146,6 +155,149 @@ def build_shapes_clip(model:str|None=None, pretrained:str|None=None):
     if model not in (None, SHAPES_CLIP_NAME): raise ValueError(f'the shapes world has one CLIP, {SHAPES_CLIP_NAME!r}; got model={model!r}')
     return shapes_clip(pretrained) if pretrained else shapes_clip()
 
+# %% ../nbs/13_demo.ipynb #f7bd8538
+SIDES = ('on the left', 'on the right', 'at the top', 'at the bottom', 'in the middle')
+ARRANGEMENTS = ('side by side', 'one above the other')
+LABELS = dict(count=('one', 'two'), color=tuple(COLORS), shape=SHAPES, size=tuple(SIZES), side=SIDES, arrangement=ARRANGEMENTS,
+              **{f'{o}_{k}': v for o in 'ab' for k, v in dict(color=tuple(COLORS), shape=SHAPES, size=tuple(SIZES)).items()})
+
+def ordered_pair(things:list[Thing])->tuple[Thing, Thing, int]:
+    "(A, B, arrangement) of a two-object scene: A is the left or upper object along the axis that separates them more."
+    p, q = things
+    arrangement = int(abs(p.x - q.x) < abs(p.y - q.y))
+    first = p.x < q.x if arrangement == 0 else p.y < q.y
+    return (p, q, arrangement) if first else (q, p, arrangement)
+
+def scene_labels(scenes:list[tuple[list[Thing], str|None]])->dict[str, Tensor]:
+    "Class ids per scene for every name in `LABELS`, -1 where a label does not apply."
+    out = {name: torch.full((len(scenes),), -1) for name in LABELS}
+    for i, (things, _) in enumerate(scenes):
+        out['count'][i] = len(things) - 1
+        if len(things) == 1:
+            t = things[0]
+            for k in ('color', 'shape', 'size'): out[k][i] = LABELS[k].index(getattr(t, k))
+            out['side'][i] = SIDES.index(_side(t) or 'in the middle')
+        else:
+            a, b, out['arrangement'][i] = ordered_pair(things)
+            for o, t in (('a', a), ('b', b)):
+                for k in ('color', 'shape', 'size'): out[f'{o}_{k}'][i] = LABELS[k].index(getattr(t, k))
+    return out
+
+# %% ../nbs/13_demo.ipynb #8f3ca4a4
+_RELATIONS = ('left of', 'right of', 'above', 'below', 'and')
+_ATTRS = dict(size=tuple(SIZES), color=tuple(COLORS), shape=SHAPES)
+
+@dataclass(frozen=True)
+class Claim:
+    "What a shapes caption states."
+    objects:tuple[tuple[tuple[str, str], ...], ...] = ()   # per named object: (attribute, value) pairs it states
+    relation:str|None = None                               # between two named objects: one of 'left of', 'right of', 'above', 'below', 'and'
+    side:str|None = None                                   # of a single object: one of SIDES[:4]
+    two:bool = False                                       # the caption says there are two shapes
+
+def _parse_phrase(words:list[str], caption:str)->tuple[tuple[str, str], ...]:
+    if not words or words[0] != 'a': raise ValueError(f'{caption!r}: expected "a ..." describing a shape, got {" ".join(words)!r}')
+    attrs = {}
+    for w in words[1:]:
+        kind = next((k for k, vs in _ATTRS.items() if w in vs), None)
+        if kind is None or kind in attrs: raise ValueError(f'{caption!r}: {w!r} is not a size, colour or shape here')
+        attrs[kind] = w
+    if 'shape' not in attrs or words[-1] != attrs['shape']: raise ValueError(f'{caption!r}: each object must end with its shape ({", ".join(SHAPES)})')
+    return tuple(sorted(attrs.items()))
+
+def parse_caption(caption:str)->Claim:
+    "The `Claim` of a caption in the shapes world's grammar (a `ValueError` names what does not parse)."
+    text = ' '.join(caption.lower().replace(',', ' ').replace('.', ' ').split())
+    if text == 'two shapes': return Claim(two=True)
+    for relation in _RELATIONS:
+        if f' {relation} a ' in f'{text} ':
+            first, second = text.split(f' {relation} ', 1)
+            return Claim((_parse_phrase(first.split(), caption), _parse_phrase(second.split(), caption)), relation, two=True)
+    side = next((s for s in SIDES[:4] if text.endswith(' ' + s)), None)
+    if side: text = text[:-len(side) - 1]
+    return Claim((_parse_phrase(text.split(), caption),), side=side)
+
+# %% ../nbs/13_demo.ipynb #94e57a89
+def _matches(obj:tuple, reading:dict[str, int], prefix:str='')->bool:
+    return all(reading[prefix + k] == LABELS[k].index(v) for k, v in obj)
+
+def _slots(claim:Claim, reading:dict[str, int])->list[str]:
+    "The label prefix each named object is read from: '' for a single object, 'a_'/'b_' in a two-object reading."
+    if not claim.objects or reading['count'] == 0: return [''] * len(claim.objects)
+    if len(claim.objects) == 1: return ['b_' if not _matches(claim.objects[0], reading, 'a_') and _matches(claim.objects[0], reading, 'b_') else 'a_']
+    if claim.relation in ('left of', 'above'): return ['a_', 'b_']
+    if claim.relation in ('right of', 'below'): return ['b_', 'a_']
+    direct = _matches(claim.objects[0], reading, 'a_') and _matches(claim.objects[1], reading, 'b_')     # 'and': either assignment
+    swapped = _matches(claim.objects[0], reading, 'b_') and _matches(claim.objects[1], reading, 'a_')
+    return ['b_', 'a_'] if swapped and not direct else ['a_', 'b_']
+
+def satisfied(claim:Claim, reading:dict[str, int])->bool:
+    "Does a probe reading (one row of `LinearProbes.read`) show everything the caption claims?"
+    count = reading['count'] + 1
+    if claim.two and count != 2: return False
+    if claim.side and (count != 1 or reading['side'] != SIDES.index(claim.side)): return False
+    if len(claim.objects) == 2 and claim.relation != 'and':
+        if reading['arrangement'] != int(claim.relation in ('above', 'below')): return False
+    return all(_matches(obj, reading, slot) for obj, slot in zip(claim.objects, _slots(claim, reading)))
+
+def open_values(claim:Claim, reading:dict[str, int])->dict[str, int]:
+    "The labels a caption leaves open, as read: 'count', 'arrangement', and per named object its unstated attributes ('color', 'color 2', ...)."
+    out = {} if claim.two or claim.side else dict(count=reading['count'])
+    if claim.two and (not claim.objects or claim.relation == 'and'): out['arrangement'] = reading['arrangement']
+    if not claim.objects: return out | {k: reading[k] for k in LABELS if k[:2] in ('a_', 'b_')} if reading['count'] == 1 else out
+    for n, (obj, slot) in enumerate(zip(claim.objects, _slots(claim, reading))):
+        stated = dict(obj)
+        for k in ('color', 'shape', 'size'):
+            if k not in stated: out[k + ('' if n == 0 else ' 2')] = reading[slot + k]
+    return out
+
+# %% ../nbs/13_demo.ipynb #aa3f9c7b
+@torch.no_grad()
+def shapes_probes(clip, n:int=9000, n_test:int=2000, seed:int=777)->tuple[LinearProbes, dict[str, float]]:
+    "Probes fitted on `n` fresh scenes' image embeddings, and their accuracy on `n_test` others."
+    from prior_nbdev.clip import images_to_tensor
+    images, _, scenes = make_shapes_scenes(n + n_test, seed)
+    embeds = torch.cat([clip.embed_image(images_to_tensor(images[s:s + 2048]))[0] for s in range(0, len(images), 2048)])
+    labels = scene_labels(scenes)
+    probes = LinearProbes.fit(embeds[:n], {k: v[:n] for k, v in labels.items()})
+    return probes, probes.accuracy(embeds[n:], {k: v[n:] for k, v in labels.items()})
+
+# %% ../nbs/13_demo.ipynb #cb4f852a
+@torch.no_grad()
+def ground_truth_report(prior, probes:LinearProbes,
+                        captions:list[str], text_embed:Tensor, image_embed:Tensor,      # held-out pairs
+                        train_captions:list[str], train_text:Tensor, train_image:Tensor, # the pairs the prior was trained on
+                        *, k:int=4, settings=((1, 1.), (2, 1.), (1, 2.), (2, 2.)),        # prior: (candidates, cond_scale)
+                        timesteps:int=64, seed:int=0)->dict:
+    "Fidelity and diversity of every method against the data's; a nested dict, JSON-ready."
+    claims = [parse_caption(c) for c in captions]
+    two = torch.tensor([len(c.objects) == 2 or c.two for c in claims])
+    by_caption = {}
+    for i, c in enumerate(train_captions): by_caption.setdefault(c, []).append(i)
+    rows = [i for i, c in enumerate(captions) if len(by_caption.get(c, [])) >= k]
+    data_draws = [probes.read(train_image[[by_caption[captions[i]][j] for i in rows]]) for j in range(k)]
+    data_entropy = open_entropy(data_draws, [claims[i] for i in rows], open_values)
+    def score(draws:list[Tensor])->dict:
+        readings = [probes.read(d) for d in draws]
+        hit = torch.stack([fidelity(r, claims, satisfied).float() for r in readings]).mean(0)
+        ent = open_entropy([{n: v[rows] for n, v in r.items()} for r in readings], [claims[i] for i in rows], open_values)
+        return dict(fidelity=hit.mean().item(), fidelity_one_object=hit[~two].mean().item(), fidelity_two_objects=hit[two].mean().item(),
+                    diversity={n: ent.get(n, 0.) / h for n, h in data_entropy.items() if h > 0})
+    ridge = fit_ridge(train_text, train_image)
+    methods = {'text embedding': score([text_embed] * k), 'ridge (mean predictor)': score([ridge(text_embed)] * k),
+               'own image (ceiling)': score([image_embed] * k)}
+    gen = torch.Generator().manual_seed(seed)
+    for candidates, cond_scale in settings:
+        draws = []
+        for _ in range(k):
+            torch.manual_seed(int(torch.randint(0, 2 ** 31, (), generator=gen)))
+            draws.append(prior.sample(text_embed=text_embed.to(prior.device), num_samples_per_batch=candidates,
+                                      cond_scale=cond_scale, timesteps=timesteps).float().cpu())
+        methods[f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale {cond_scale:g}'] = score(draws)
+    ceiling = methods['own image (ceiling)']['fidelity']
+    for m in methods.values(): m['fidelity_vs_ceiling'] = m['fidelity'] / ceiling
+    return dict(methods=methods, data_entropy=data_entropy, k=k, captions=len(captions), diversity_captions=len(rows))
+
 # %% ../nbs/13_demo.ipynb #0016
 def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threads:int|None=None)->dict:
     "The training config the demo uses (a plain dict, as it would be written to JSON)."
@@ -185,8 +337,13 @@ def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], ga
     return fig
 
 # %% ../nbs/13_demo.ipynb #0018
-def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=3000, threads:int|None=None, progress:bool=True)->dict:
-    "Generate the shapes world, embed it, train a prior, evaluate it on held-out pairs; returns the test metrics."
+def _read_embeddings(folder:Path, what:str)->Tensor:
+    from prior_nbdev.data import numbered_files
+    return torch.from_numpy(np.concatenate([np.load(f) for _, f in sorted(numbered_files(str(folder), '.npy', what).items())])).float()
+
+def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=3000, threads:int|None=None, progress:bool=True,
+             ground_truth:bool=True, probe_scenes:int=9000)->dict:
+    "Generate the shapes world, embed it, train a prior, evaluate it on held-out pairs (and, with `ground_truth`, by what its samples depict); returns the test metrics."
     from prior_nbdev.clip import write_clip_embeddings
     from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
     from prior_nbdev.checkpoint import load_prior
@@ -209,6 +366,18 @@ def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=3000, threads:int|
     picks = [num_pairs - 1000 + i for i in (3, 11, 25, 40, 57)]
     fig = nearest_images_figure(prior, clip, images, captions, test_rows, picks)
     fig.savefig(out / 'nearest.png', dpi=130); plt.close(fig)
+    # 5. what the embeddings depict: probes read the held-out captions' claims from every method's embeddings
+    if ground_truth:
+        from prior_nbdev.data import split_ranges
+        probes, accuracy = shapes_probes(clip, n=probe_scenes, n_test=max(probe_scenes // 4, 500))
+        image_embed, text_embed = (_read_embeddings(out / 'embeddings' / f'{k}_emb', f'{k} embeddings') for k in ('img', 'text'))
+        ranges = split_ranges(num_pairs, config['data']['splits'])
+        train_rows, test_rows = slice(*ranges['train']), slice(*ranges['test'])
+        report = ground_truth_report(prior, probes, captions[test_rows], text_embed[test_rows], image_embed[test_rows],
+                                     captions[train_rows], text_embed[train_rows], image_embed[train_rows])
+        metrics = dict(metrics, ground_truth=dict(report, probe_accuracy=accuracy))
+        (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
+        fig = plot_ground_truth(report); fig.savefig(out / 'ground_truth.png', dpi=120); plt.close(fig)
     summary = dict(metrics, seconds=round(time.time() - start, 1), pairs=num_pairs, steps=steps)
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
     return metrics
@@ -222,9 +391,16 @@ def demo_main(argv:list[str]|None=None):
     parser.add_argument('--steps', type=int, default=3000, help='training steps')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--no_progress', action='store_true')
+    parser.add_argument('--no_ground_truth', action='store_true', help='skip the probes (fidelity and diversity in metrics.json, ground_truth.png)')
+    parser.add_argument('--probe_scenes', type=int, default=9000, help='fresh labelled scenes the probes are fitted on')
     args = parser.parse_args(argv)
     if args.pairs < 3000: parser.error('--pairs must be at least 3000 (1,000 validation and 1,000 test pairs are held out)')
-    metrics = run_demo(args.out, num_pairs=args.pairs, steps=args.steps, threads=args.threads, progress=not args.no_progress)
+    metrics = run_demo(args.out, num_pairs=args.pairs, steps=args.steps, threads=args.threads, progress=not args.no_progress,
+                       ground_truth=not args.no_ground_truth, probe_scenes=args.probe_scenes)
     gain = metrics['similarity_with_original_image'] - metrics['baseline_similarity']
     print(f"similarity with the original image {metrics['similarity_with_original_image']:.3f} vs baseline {metrics['baseline_similarity']:.3f} "
           f"({gain:+.3f}); unrelated caption {metrics['similarity_with_unrelated_caption']:.3f}. Written to {args.out}", file=sys.stderr)
+    if 'ground_truth' in metrics:
+        for name, m in metrics['ground_truth']['methods'].items():
+            div = min(m['diversity'].values(), default=float('nan'))
+            print(f"{name:42s} fidelity {m['fidelity']:.3f} ({m['fidelity_vs_ceiling']:.2f} of the ceiling), lowest diversity / data's {div:.2f}", file=sys.stderr)

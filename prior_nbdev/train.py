@@ -53,6 +53,7 @@ class TrainConfig(Config):
     ema_beta:float=0.99
     ema_update_after_step:int=100
     ema_update_every:int=10
+    ema_warmup:bool=False
     amp:bool|str=False               # True: bf16 where supported; 'bf16'; 'fp16'
     warmup_steps:int|None=None
     cosine_decay_max_steps:int|None=None
@@ -277,7 +278,8 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     trainer = DiffusionPriorTrainer(prior, accelerator=accelerator, use_ema=tc.use_ema, lr=tc.lr, wd=tc.wd, eps=tc.eps,
                                     max_grad_norm=tc.max_grad_norm, warmup_steps=tc.warmup_steps,
                                     cosine_decay_max_steps=tc.cosine_decay_max_steps, ema_beta=tc.ema_beta,
-                                    ema_update_after_step=tc.ema_update_after_step, ema_update_every=tc.ema_update_every)
+                                    ema_update_after_step=tc.ema_update_after_step, ema_update_every=tc.ema_update_every,
+                                    ema_warmup=tc.ema_warmup)
     latest, best = out / 'latest.pt', out / 'best.pt'
     history, best_val = resume_or_init(trainer, train_loader, latest, tc, rank, world)
     # the steps still to take: the rest of this epoch (planned for this many processes if it began with another), then whole epochs

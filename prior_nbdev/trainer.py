@@ -44,14 +44,20 @@ class EMA(nn.Module):
     def __init__(self, prior:DiffusionPrior,
                  beta:float=0.9999,           # decay per update
                  update_after_step:int=100,   # until this step the average copies the weights
-                 update_every:int=10):        # steps between updates after that
+                 update_every:int=10,         # steps between updates after that
+                 warmup:bool=False):          # grow the decay as min(beta, (1 + t) / (10 + t)), t = steps since averaging began
         super().__init__()
         if not 0 <= beta < 1: raise ValueError(f'ema_beta must lie in [0, 1), got {beta}')
         if update_every < 1: raise ValueError(f'ema_update_every must be >= 1, got {update_every}')
-        self.beta, self.update_after_step, self.update_every = beta, update_after_step, update_every
+        self.beta, self.update_after_step, self.update_every, self.warmup = beta, update_after_step, update_every, warmup
         self.ema_model = prior_from_config(prior.config, clip=prior.clip).to(prior.device)
         self.ema_model.net.load_state_dict(prior.net.state_dict())
         self.ema_model.requires_grad_(False)
+
+    def decay(self, step:int)->float:
+        "The decay used by the update after optimiser step `step` (one past `update_after_step` is t = 0)."
+        t = step - self.update_after_step - 1
+        return min(self.beta, (1 + t) / (10 + t)) if self.warmup else self.beta
 
     @torch.no_grad()
     def update(self, prior:DiffusionPrior, step:int):
@@ -62,7 +68,7 @@ class EMA(nn.Module):
             torch._foreach_copy_([e for e, _ in pairs], [p for _, p in pairs])
         elif step % self.update_every == 0:
             floats = [(e, p) for e, p in pairs if e.is_floating_point()]
-            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - self.beta)
+            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - self.decay(step))
 
 # %% ../nbs/09_trainer.ipynb #000b
 def _without_clip(state:dict)->dict:
@@ -96,6 +102,7 @@ class DiffusionPriorTrainer(nn.Module):
                  ema_beta:float=0.9999,               # EMA decay per update
                  ema_update_after_step:int=100,       # Before this step the EMA copies the weights
                  ema_update_every:int=10,             # Steps between EMA updates
+                 ema_warmup:bool=False,               # Grow the EMA decay from 0.1 towards ema_beta (`EMA`'s warmup)
                 ):
         super().__init__()
         if not isinstance(diffusion_prior, DiffusionPrior): raise TypeError(f'diffusion_prior must be a DiffusionPrior, got {type(diffusion_prior).__name__}')
@@ -118,7 +125,7 @@ class DiffusionPriorTrainer(nn.Module):
         # The schedule is stepped once per optimiser step here, in steps; Accelerate's wrapper would step it once per process.
         self.diffusion_prior, self.optimizer = accelerator.prepare(diffusion_prior, optimizer)
         self.scheduler = scheduler
-        if use_ema: self.ema_diffusion_prior = EMA(self.unwrapped_prior, ema_beta, ema_update_after_step, ema_update_every)
+        if use_ema: self.ema_diffusion_prior = EMA(self.unwrapped_prior, ema_beta, ema_update_after_step, ema_update_every, ema_warmup)
         self.steps_done = 0         # optimiser steps taken: the one step counter
         self.last_grad_norm = None
 

@@ -21,15 +21,24 @@ def test_packaged_clip_is_small_and_has_learned_the_world():
 def test_demo_command_end_to_end(tmp_path):
     out = tmp_path / 'demo'
     result = subprocess.run([shutil.which('prior_nbdev_demo') or 'prior_nbdev_demo', '--out', str(out), '--pairs', '6000',
-                             '--steps', '1000', '--no_progress', '--threads', '1'],
+                             '--steps', '1000', '--no_progress', '--threads', '1', '--probe_scenes', '2000'],
                             capture_output=True, text=True, timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / 'metrics.json').read_text())
     assert set(METRIC_KEYS) <= set(metrics)
-    for name in ('metrics.png', 'nearest.png', 'config.json', 'latest.pt', 'summary.json'):
+    for name in ('metrics.png', 'nearest.png', 'ground_truth.png', 'config.json', 'latest.pt', 'summary.json'):
         assert (out / name).stat().st_size > 0, name
     for folder in ('img_emb', 'text_emb', 'metadata'): assert any((out / 'embeddings' / folder).iterdir())
     # a third of the full demo's training already beats the raw text embedding by the demo's margin (measured +0.139)
     assert metrics['similarity_with_original_image'] > metrics['baseline_similarity'] + 0.05, metrics
     assert abs(metrics['similarity_with_unrelated_caption']) < 0.15, metrics
     assert 'similarity with the original image' in result.stderr
+    # what the embeddings depict: probes read lone shapes; the mean predictor has no spread, the prior has
+    truth = metrics['ground_truth']
+    assert min(truth['probe_accuracy'][k] for k in ('count', 'color', 'size')) > 0.9, truth['probe_accuracy']
+    methods = truth['methods']
+    assert set(methods['ridge (mean predictor)']['diversity'].values()) == {0.0}, methods['ridge (mean predictor)']
+    prior = methods['prior, 1 candidate, cond_scale 1']
+    assert prior['diversity']['color'] > 0.5, prior
+    assert prior['fidelity_one_object'] > methods['text embedding']['fidelity_one_object'], methods
+    assert 'of the ceiling' in result.stderr

@@ -1,7 +1,17 @@
 """Train the shapes world's tiny CLIP from scratch and write prior_nbdev/assets/shapes_clip.safetensors (fp16).
 
-Deterministic for a given torch build and thread count: `python tools/train_shapes_clip.py` (about 6 minutes on 2 CPU cores).
-open_clip's own CLIP class and contrastive ClipLoss; AdamW with warmup and cosine decay. Prints held-out text->image recall.
+Deterministic for a given torch build and thread count: `python tools/train_shapes_clip.py` (about 6 minutes on 2 CPU cores)
+made the shipped weights. open_clip's own CLIP class and contrastive ClipLoss; AdamW with warmup and cosine decay. Prints
+held-out text->image recall and the linear-probe table of the demo chapter (what the image embedding holds).
+
+Binding attributes to positions (issue #10): `--complete_fraction 0.6 --hard_negatives --steps 2500 --batch_size 256`
+trains on complete captions (every attribute of every object, the relation by the picture's wider separation) for 60% of
+the pairs and adds, per pair, a hard-negative caption (the two objects' colours, shapes or sizes swapped, or the relation
+flipped; one attribute changed for a lone shape) to the image->text side of the contrastive loss. Measured 2026-11-28 with
+this recipe in a prototype of this script (batches drawn by another generator, so not these exact weights) on
+2 shared CPU cores (38 min, 1 thread), probes as in the demo chapter: arrangement 0.97, A/B colour 0.91/0.91, A/B shape
+0.82/0.68, A/B size 0.84/0.85 (the shipped weights: 0.63, 0.61/0.65, 0.56/0.64, 0.77/0.77). Not yet the issue's 0.90 for
+every attribute, so the shipped weights are still the plain recipe's.
 """
 import argparse, json, math, time
 from pathlib import Path
@@ -11,13 +21,38 @@ import torch.nn.functional as F
 import open_clip
 from open_clip.loss import ClipLoss
 from safetensors.torch import save_file
-from prior_nbdev.demo import make_shapes_dataset, register_shapes_clip, shapes_clip, ShapesTokenizer, SHAPES_CLIP_WEIGHTS, SHAPES_CLIP_CONFIG
+from prior_nbdev.demo import (make_shapes_scenes, register_shapes_clip, shapes_clip, ShapesTokenizer, SHAPES_CLIP_WEIGHTS, SHAPES_CLIP_CONFIG,
+                              Thing, ordered_pair, shapes_probes, COLORS, SHAPES, SIZES)
 from prior_nbdev.metrics import recall_at_k
 
 
 def to_input(images:np.ndarray, mean, std)->torch.Tensor:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     return (x - torch.tensor(mean)[None, :, None, None]) / torch.tensor(std)[None, :, None, None]
+
+
+_CHOICES = dict(color=tuple(COLORS), shape=SHAPES, size=tuple(SIZES))
+
+def complete_caption(things:list[Thing], rng:np.random.Generator, *, flip:bool=False, swap:str|None=None)->str:
+    "Every attribute of every object; two objects related along the axis that separates them more (either order)."
+    phrase = lambda t: f'a {t.size} {t.color} {t.shape}'
+    if len(things) == 1:
+        t = things[0]
+        if swap: t = Thing(**{**t.__dict__, swap: rng.choice([v for v in _CHOICES[swap] if v != getattr(t, swap)])})
+        return phrase(t)
+    a, b, arrangement = ordered_pair(things)
+    if swap: a, b = Thing(**{**a.__dict__, swap: getattr(b, swap)}), Thing(**{**b.__dict__, swap: getattr(a, swap)})
+    relation = ('above', 'below') if arrangement else ('left of', 'right of')
+    if flip: relation = relation[::-1]
+    return f'{phrase(a)} {relation[0]} {phrase(b)}' if rng.random() < 0.5 else f'{phrase(b)} {relation[1]} {phrase(a)}'
+
+def hard_negative(things:list[Thing], rng:np.random.Generator)->str:
+    "A complete caption that is wrong in one binding: attributes swapped between the objects, or the relation flipped."
+    if len(things) == 1: return complete_caption(things, rng, swap=rng.choice(list(_CHOICES)))
+    a, b, _ = ordered_pair(things)
+    options = [k for k in _CHOICES if getattr(a, k) != getattr(b, k)] + ['flip']
+    k = rng.choice(options)
+    return complete_caption(things, rng, flip=True) if k == 'flip' else complete_caption(things, rng, swap=k)
 
 
 def main():
@@ -28,11 +63,14 @@ def main():
     parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', default=str(SHAPES_CLIP_WEIGHTS))
+    parser.add_argument('--complete_fraction', type=float, default=0., help='share of pairs captioned completely (0: the shipped recipe)')
+    parser.add_argument('--hard_negatives', action='store_true', help='add one hard-negative caption per pair to the image->text loss')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    images, captions = make_shapes_dataset(args.pairs, seed=0)
-    test_images, test_captions = make_shapes_dataset(1000, seed=12345)
+    images, captions, scenes = make_shapes_scenes(args.pairs, seed=0)
+    test_images, test_captions, _ = make_shapes_scenes(1000, seed=12345)
+    rng = np.random.default_rng(1)
     tokenizer = ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length'])
     tokens = tokenizer(captions)
     reference = shapes_clip(weights=None)                 # for the normalisation constants the adapter will use
@@ -49,8 +87,16 @@ def main():
     for step in range(args.steps):
         idx = torch.randint(0, args.pairs, (args.batch_size,), generator=gen)
         image_features = model.encode_image(to_input(images[idx.numpy()], reference.image_mean, reference.image_std), normalize=True)
-        text_features = model.encode_text(tokens[idx], normalize=True)
-        loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+        if not (args.complete_fraction or args.hard_negatives):
+            text_features = model.encode_text(tokens[idx], normalize=True)
+            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+        else:
+            texts = [complete_caption(scenes[i][0], rng) if rng.random() < args.complete_fraction else captions[i] for i in idx.tolist()]
+            negatives = [hard_negative(scenes[i][0], rng) for i in idx.tolist()] if args.hard_negatives else []
+            text_features = model.encode_text(tokenizer(texts + negatives), normalize=True)
+            scale, target = model.logit_scale.exp(), torch.arange(len(idx))
+            loss = (F.cross_entropy(scale * image_features @ text_features.T, target)            # own caption among all, negatives included
+                    + F.cross_entropy(scale * text_features[:len(idx)] @ image_features.T, target)) / 2
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         with torch.no_grad(): model.logit_scale.clamp_(0, math.log(100))
         if step % 100 == 0 or step == args.steps - 1:
@@ -63,6 +109,8 @@ def main():
     image_embed, _ = clip.embed_image(torch.from_numpy(test_images).permute(0, 3, 1, 2).float() / 255)
     text_embed, _ = clip.embed_text(tokenizer(test_captions))
     recall = recall_at_k(text_embed, image_embed, (1, 5))
+    _, accuracy = shapes_probes(clip)
+    print('linear probes (held out):', json.dumps({k: round(v, 3) for k, v in accuracy.items()}))
     print(json.dumps(dict(held_out_text_to_image_recall_at_1=recall[1], recall_at_5=recall[5],
                           cos_text_own_image=F.cosine_similarity(text_embed, image_embed).mean().item(),
                           cos_text_other_image=F.cosine_similarity(text_embed, image_embed.roll(1, 0)).mean().item(),

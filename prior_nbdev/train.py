@@ -271,7 +271,9 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     if main: out.mkdir(parents=True, exist_ok=True)
     # 2. data
     train_loader, eval_loader = prepare_data(config, rank, world)
-    print(f'rank {rank}/{world} reads train blocks {train_loader.blocks()}', flush=True)
+    # every rank prints this: one write per line, so that lines from ranks sharing a pipe never interleave (print writes the text
+    # and the newline separately, and launchers run Python unbuffered)
+    sys.stdout.write(f'rank {rank}/{world} reads train blocks {train_loader.blocks()}\n'); sys.stdout.flush()
     # 3. model, trainer, resume
     prior = build_prior(config.prior, clip=clip)
     steps_per_epoch = len(train_loader)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_checkpoint.ipynb #0002
 from __future__ import annotations
-import dataclasses, json, os, pickle, tempfile, zipfile
+import dataclasses, json, os, pickle, sys, tempfile, zipfile
 from pathlib import Path
 import torch
 from fastcore.basics import patch
@@ -17,8 +17,8 @@ from .legacy import NUMERICS, CURRENT, numerics_for_release, detect_numerics, pr
 
 # %% auto #0
 __all__ = ['PRETRAINED_WEIGHTS', 'atomic_write', 'atomic_torch_save', 'UnsafeCheckpointError', 'DroppedObject', 'read_checkpoint',
-           'prior_config', 'stored_config', 'prior_state', 'infer_net_config', 'infer_schedule', 'inferred_config',
-           'load_prior', 'weights_to_save', 'save_prior', 'load_prior_weights']
+           'prior_config', 'stored_config', 'write_line', 'prior_state', 'infer_net_config', 'infer_schedule',
+           'inferred_config', 'load_prior', 'weights_to_save', 'save_prior', 'load_prior_weights']
 
 # %% ../nbs/08_checkpoint.ipynb #7d4f7408
 def atomic_write(path:str|Path, write):
@@ -109,6 +109,12 @@ def stored_config(config:dict, where:str='config')->PriorConfig:
     if 'prior' in config and 'net' in config and 'timesteps' not in config:   # the earlier layout
         config = {**config['prior'], 'net': config['net'], 'clip': config.get('clip')}
     return PriorConfig.from_dict(config, where)
+
+# %% ../nbs/08_checkpoint.ipynb #3ba963e4
+def write_line(text:str, stream=None):
+    "Write `text` and a newline to `stream` (default stdout) in one write, and flush: lines of processes sharing a pipe stay whole."
+    stream = sys.stdout if stream is None else stream
+    stream.write(text + '\n'); stream.flush()
 
 # %% ../nbs/08_checkpoint.ipynb #0005
 def _read(source)->tuple[dict, str]:

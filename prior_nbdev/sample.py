@@ -11,7 +11,7 @@ import torch
 from .prior import DiffusionPrior
 from .clip import make_clip, clip_builders
 from .data import numbered_files
-from .checkpoint import atomic_write, load_prior, prior_state
+from .checkpoint import atomic_write, load_prior, prior_state, write_line
 
 # %% auto #0
 __all__ = ['CaptionSource', 'read_captions', 'clip_by_name', 'text_condition', 'check_width', 'shard_done', 'write_shard',
@@ -213,7 +213,7 @@ def sample_main(argv:list[str]|None=None):
                                   progress=not args.no_progress and state.is_main_process)
     except (ValueError, FileNotFoundError) as e:
         print(f'prior_nbdev_sample: error: {e}', file=sys.stderr); sys.exit(2)
-    print(f"rank {state.process_index}/{state.num_processes}: {info['rows']} embeddings in {info['written']} shards "
-          f"({info['skipped']} already done), {info['per_second']:.0f} embeddings/s", file=sys.stderr)
+    write_line(f"rank {state.process_index}/{state.num_processes}: {info['rows']} embeddings in {info['written']} shards "
+               f"({info['skipped']} already done), {info['per_second']:.0f} embeddings/s", sys.stderr)
     state.wait_for_everyone()
     if state.is_main_process: print(f'wrote {out}', file=sys.stderr)

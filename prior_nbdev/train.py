@@ -12,7 +12,7 @@ from .network import Config
 from .prior import DiffusionPrior, PriorConfig
 from .data import validate_embeddings, split_ranges, PriorLoader, prior_inputs
 from .trainer import DiffusionPriorTrainer, load_prior_state, mixed_precision_for
-from .checkpoint import read_checkpoint, atomic_write, load_prior_weights
+from .checkpoint import read_checkpoint, atomic_write, load_prior_weights, write_line
 from .metrics import evaluate_prior, plot_training, METRIC_KEYS
 from .clip import ClipConfig, clip_from_config
 
@@ -232,7 +232,7 @@ def resume_or_init(trainer:DiffusionPriorTrainer, train_loader:PriorLoader, late
         history, best_val = state['history'], state['best_val_loss']
         if len(state.get('rng', [])) == world: set_rng_state(state['rng'][rank])
         moved = f", the epoch in progress was begun by {state['loader']['world_size']} processes and its unread rows are dealt to {world}" if state['loader']['world_size'] != world else ''
-        print(f'rank {rank}: resumed from {latest} at step {trainer.steps_done} (epoch {train_loader.epoch}, row {train_loader.position}{moved})', flush=True)
+        write_line(f'rank {rank}: resumed from {latest} at step {trainer.steps_done} (epoch {train_loader.epoch}, row {train_loader.position}{moved})')
     elif tc.init_from:
         load_prior_state(trainer.unwrapped_prior, load_prior_weights(tc.init_from))
     return history, best_val
@@ -271,9 +271,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     if main: out.mkdir(parents=True, exist_ok=True)
     # 2. data
     train_loader, eval_loader = prepare_data(config, rank, world)
-    # every rank prints this: one write per line, so that lines from ranks sharing a pipe never interleave (print writes the text
-    # and the newline separately, and launchers run Python unbuffered)
-    sys.stdout.write(f'rank {rank}/{world} reads train blocks {train_loader.blocks()}\n'); sys.stdout.flush()
+    write_line(f'rank {rank}/{world} reads train blocks {train_loader.blocks()}')   # every rank: one write, lines stay whole
     # 3. model, trainer, resume
     prior = build_prior(config.prior, clip=clip)
     steps_per_epoch = len(train_loader)
@@ -354,7 +352,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     bar.close()
     if audit is not None: audit.close()
     fingerprint = sum(p.detach().double().abs().sum().item() for p in trainer.unwrapped_prior.net.parameters())
-    print(f'rank {rank}/{world}: trained to step {trainer.steps_done}, weights fingerprint {fingerprint:.10e}', flush=True)
+    write_line(f'rank {rank}/{world}: trained to step {trainer.steps_done}, weights fingerprint {fingerprint:.10e}')
     # 5. the test split
     metrics = test_metrics(trainer, eval_loader('test') or eval_loader('val'), tc, accelerator)
     if metrics and main:

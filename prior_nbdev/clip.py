@@ -14,7 +14,7 @@ from .network import Config
 
 # %% auto #0
 __all__ = ['CLIP_ENTRY_POINTS', 'OpenClipAdapter', 'OpenAIClipAdapter', 'register_clip', 'clip_builders', 'make_clip',
-           'ClipConfig', 'clip_from_config', 'images_to_tensor', 'write_clip_embeddings']
+           'ClipConfig', 'clip_from_config', 'images_to_tensor', 'embed_pairs', 'write_clip_embeddings']
 
 # %% ../nbs/11_clip.ipynb #0005
 def _find_ln_final(model:nn.Module)->nn.Module:
@@ -162,14 +162,23 @@ def images_to_tensor(images)->Tensor:
     if x.dtype == torch.uint8: x = x.permute(0, 3, 1, 2).float() / 255
     return x
 
+@torch.no_grad()
+def embed_pairs(clip:OpenClipAdapter, images=None, captions:list[str]|None=None, *,
+                batch_size:int=512, progress:bool=False)->tuple[Tensor|None, Tensor|None]:
+    "(image embeddings, text embeddings) on the CPU, computed in batches; None for what is not given."
+    from tqdm.auto import tqdm
+    if images is not None and captions is not None and len(images) != len(captions):
+        raise ValueError(f'{len(images)} images but {len(captions)} captions')
+    n = len(images) if images is not None else len(captions)
+    image_embeds, text_embeds = [], []
+    for s in tqdm(range(0, n, batch_size), desc='embedding', disable=not progress):
+        if images is not None: image_embeds.append(clip.embed_image(images_to_tensor(images[s:s + batch_size]))[0].cpu())
+        if captions is not None: text_embeds.append(clip.embed_text(clip.tokenize(captions[s:s + batch_size]))[0].cpu())
+    return (torch.cat(image_embeds) if images is not None else None), (torch.cat(text_embeds) if captions is not None else None)
+
 def write_clip_embeddings(clip:OpenClipAdapter, images, captions:list[str], out:str|Path, *,
                           batch_size:int=512, shard_size:int=100_000, progress:bool=True)->Path:
     "Embed (images, captions) with `clip` and write them in clip-retrieval's layout under `out`."
-    from tqdm.auto import tqdm
     from prior_nbdev.data import write_embedding_shards
-    if len(images) != len(captions): raise ValueError(f'{len(images)} images but {len(captions)} captions')
-    image_embeds, text_embeds = [], []
-    for s in tqdm(range(0, len(captions), batch_size), desc='embedding', disable=not progress):
-        image_embeds.append(clip.embed_image(images_to_tensor(images[s:s + batch_size]))[0].cpu())
-        text_embeds.append(clip.embed_text(clip.tokenize(captions[s:s + batch_size]))[0].cpu())
-    return write_embedding_shards(out, torch.cat(image_embeds).numpy(), torch.cat(text_embeds).numpy(), list(captions), shard_size=shard_size)
+    image_embeds, text_embeds = embed_pairs(clip, images, captions, batch_size=batch_size, progress=progress)
+    return write_embedding_shards(out, image_embeds.numpy(), text_embeds.numpy(), list(captions), shard_size=shard_size)

@@ -255,9 +255,9 @@ def open_values(claim:Claim, reading:dict[str, int])->dict[str, int]:
 @torch.no_grad()
 def shapes_probes(clip, n:int=9000, n_test:int=2000, seed:int=777)->tuple[LinearProbes, dict[str, float]]:
     "Probes fitted on `n` fresh scenes' image embeddings, and their accuracy on `n_test` others."
-    from prior_nbdev.clip import images_to_tensor
+    from prior_nbdev.clip import embed_pairs
     images, _, scenes = make_shapes_scenes(n + n_test, seed)
-    embeds = torch.cat([clip.embed_image(images_to_tensor(images[s:s + 2048]))[0] for s in range(0, len(images), 2048)])
+    embeds, _ = embed_pairs(clip, images, batch_size=2048)
     labels = scene_labels(scenes)
     probes = LinearProbes.fit(embeds[:n], {k: v[:n] for k, v in labels.items()})
     return probes, probes.accuracy(embeds[n:], {k: v[n:] for k, v in labels.items()})

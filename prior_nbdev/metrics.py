@@ -188,7 +188,7 @@ class LinearProbes(nn.Module):
         probes = cls(embeds.shape[-1], {name: int(y.max()) + 1 for name, y in labels.items()})
         x = F.normalize(embeds.float(), dim=-1)
         probes.mean.copy_(x.mean(0)); probes.std.copy_(x.std(0) + 1e-6)
-        x = probes.features(embeds)
+        x = (x - probes.mean) / probes.std           # = probes.features(embeds)
         for name, y in labels.items():
             rows, head = y >= 0, probes.heads[name]
             nn.init.zeros_(head.weight); nn.init.zeros_(head.bias)

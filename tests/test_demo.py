@@ -2,7 +2,7 @@
 import json, os, shutil, subprocess
 import torch
 import torch.nn.functional as F
-from prior_nbdev.demo import SHAPES_CLIP_WEIGHTS, make_shapes_dataset, shapes_clip
+from prior_nbdev.shapes import SHAPES_CLIP_WEIGHTS, make_shapes_dataset, shapes_clip
 from prior_nbdev.metrics import METRIC_KEYS, recall_at_k
 
 
@@ -18,6 +18,21 @@ def test_packaged_clip_is_small_and_has_learned_the_world():
     assert recall_at_k(text_embed, image_embed, (5,))[5] > 5 * 5 / 500   # far above chance
 
 
+def test_packaged_clip_sees_both_objects_and_the_decoder_draws_them():
+    "The CLIP binds attributes to positions (measured 0.89 colours, 0.98 arrangement); the decoder draws what it holds."
+    from prior_nbdev.shapes import shapes_probes
+    from prior_nbdev.decoder import SHAPES_DECODER_WEIGHTS, shapes_decoder, decoder_report
+    clip = shapes_clip()
+    probes, accuracy = shapes_probes(clip, n=3000, n_test=1000)
+    assert min(accuracy[k] for k in ('count', 'color', 'shape', 'size', 'arrangement')) > 0.95, accuracy
+    assert min(accuracy[k] for k in ('a_color', 'b_color', 'a_size', 'b_size')) > 0.8, accuracy
+    assert SHAPES_DECODER_WEIGHTS.stat().st_size < 2 ** 20
+    report = decoder_report(shapes_decoder(), clip, probes, n=500)
+    assert report['shape_pixel_accuracy'] > 0.5, report
+    for k in ('count', 'color', 'size'): assert report['probes_on_drawn'][k] > 0.9, report    # measured 0.97, 1.00, 1.00
+    assert report['probes_on_drawn']['shape'] > 0.5, report                                  # measured 0.70: edges are soft
+
+
 def test_demo_command_end_to_end(tmp_path):
     out = tmp_path / 'demo'
     result = subprocess.run([shutil.which('prior_nbdev_demo') or 'prior_nbdev_demo', '--out', str(out), '--pairs', '6000',
@@ -26,12 +41,12 @@ def test_demo_command_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / 'metrics.json').read_text())
     assert set(METRIC_KEYS) <= set(metrics)
-    for name in ('metrics.png', 'nearest.png', 'ground_truth.png', 'config.json', 'latest.pt', 'summary.json'):
+    for name in ('metrics.png', 'nearest.png', 'unclip.png', 'ground_truth.png', 'config.json', 'latest.pt', 'summary.json'):
         assert (out / name).stat().st_size > 0, name
     for folder in ('img_emb', 'text_emb', 'metadata'): assert any((out / 'embeddings' / folder).iterdir())
     # a third of the full demo's training already beats the raw text embedding by the demo's margin (measured +0.139)
     assert metrics['similarity_with_original_image'] > metrics['baseline_similarity'] + 0.05, metrics
-    assert abs(metrics['similarity_with_unrelated_caption']) < 0.15, metrics
+    assert metrics['similarity_with_unrelated_caption'] < metrics['similarity_with_original_image'] - 0.3, metrics
     assert 'similarity with the original image' in result.stderr
     # what the embeddings depict: probes read lone shapes; the mean predictor has no spread, the prior has
     truth = metrics['ground_truth']

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from prior_nbdev.arithmetic import SHAPES_PRIOR_WEIGHTS
 from prior_nbdev.data import write_embedding_shards
-from prior_nbdev.demo import make_shapes_dataset
+from prior_nbdev.shapes import make_shapes_dataset
 
 CLI = shutil.which('prior_nbdev_sample') or 'prior_nbdev_sample'
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1', 'CUDA_VISIBLE_DEVICES': ''}

@@ -6,7 +6,8 @@ command's examples and the explorer start without training. Deterministic for a 
 """
 import argparse, json, tempfile
 from pathlib import Path
-from prior_nbdev.demo import run_demo, ASSETS
+from prior_nbdev.demo import run_demo
+from prior_nbdev.shapes import ASSETS
 from prior_nbdev.checkpoint import load_prior, save_prior
 
 
@@ -18,7 +19,7 @@ def main():
     parser.add_argument('--out', default=str(ASSETS / 'shapes_prior.safetensors'))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = run_demo(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads, progress=False, ground_truth=False)
+        metrics = run_demo(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads, progress=False, ground_truth=False, pictures=False)
         save_prior(load_prior(Path(tmp) / 'latest.pt'), args.out)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1))
     print(f'wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB)')

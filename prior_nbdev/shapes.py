@@ -14,10 +14,10 @@ from .metrics import LinearProbes, fidelity, open_entropy, fit_ridge
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'RELATIONS', 'IMAGE_SIZE', 'VOCAB', 'SHAPES_CLIP_NAME', 'SHAPES_CLIP_CONFIG', 'ASSETS',
-           'SHAPES_CLIP_WEIGHTS', 'SIDES', 'ARRANGEMENTS', 'LABELS', 'Thing', 'sample_scene', 'render', 'describe',
-           'make_shapes_scenes', 'make_shapes_dataset', 'wrap_caption', 'ShapesTokenizer', 'register_shapes_clip',
-           'shapes_clip', 'build_shapes_clip', 'ordered_pair', 'scene_labels', 'Claim', 'parse_caption', 'satisfied',
-           'open_values', 'shapes_probes', 'ground_truth_report']
+           'SHAPES_CLIP_WEIGHTS', 'SIDES', 'ARRANGEMENTS', 'LABELS', 'Thing', 'sample_scene', 'render', 'side_of',
+           'describe', 'make_shapes_scenes', 'make_shapes_dataset', 'wrap_caption', 'ShapesTokenizer',
+           'register_shapes_clip', 'shapes_clip', 'build_shapes_clip', 'ordered_pair', 'scene_labels', 'Claim',
+           'parse_caption', 'satisfied', 'open_values', 'shapes_probes', 'ground_truth_report']
 
 # %% ../nbs/13_shapes.ipynb #0005
 SHAPES = ('circle', 'square', 'triangle')
@@ -64,7 +64,8 @@ def _phrase(t:Thing, rng)->str:
     words = ([t.size] if rng.random() < 0.5 else []) + ([t.color] if rng.random() < 0.75 else []) + [t.shape]
     return 'a ' + ' '.join(words)
 
-def _side(t:Thing)->str|None:
+def side_of(t:Thing)->str|None:
+    "Where a lone shape is, as a caption says it (None: near the middle)."
     return 'on the left' if t.x < 13 else 'on the right' if t.x > 19 else 'at the top' if t.y < 13 else 'at the bottom' if t.y > 19 else None
 
 def describe(things:list[Thing], relation:str|None, rng:np.random.Generator)->str:
@@ -72,7 +73,7 @@ def describe(things:list[Thing], relation:str|None, rng:np.random.Generator)->st
     if len(things) == 1:
         t, caption = things[0], _phrase(things[0], rng)
         if rng.random() < 0.3:
-            if side := _side(t): caption += ' ' + side
+            if side := side_of(t): caption += ' ' + side
         return caption
     u = rng.random()
     if u < 0.6: return f'{_phrase(things[0], rng)} {relation} {_phrase(things[1], rng)}'
@@ -174,7 +175,7 @@ def scene_labels(scenes:list[tuple[list[Thing], str|None]])->dict[str, Tensor]:
         if len(things) == 1:
             t = things[0]
             for k in ('color', 'shape', 'size'): out[k][i] = LABELS[k].index(getattr(t, k))
-            out['side'][i] = SIDES.index(_side(t) or 'in the middle')
+            out['side'][i] = SIDES.index(side_of(t) or 'in the middle')
         else:
             a, b, out['arrangement'][i] = ordered_pair(things)
             for o, t in (('a', a), ('b', b)):

@@ -23,7 +23,7 @@ import open_clip
 from open_clip.loss import ClipLoss
 from safetensors.torch import save_file
 from prior_nbdev.shapes import (make_shapes_scenes, register_shapes_clip, shapes_clip, ShapesTokenizer, SHAPES_CLIP_WEIGHTS, SHAPES_CLIP_CONFIG,
-                              Thing, ordered_pair, shapes_probes, _side, COLORS, SHAPES, SIZES)
+                              Thing, ordered_pair, shapes_probes, side_of, LABELS)
 from prior_nbdev.metrics import recall_at_k
 
 
@@ -32,14 +32,14 @@ def to_input(images:np.ndarray, mean, std)->torch.Tensor:
     return (x - torch.tensor(mean)[None, :, None, None]) / torch.tensor(std)[None, :, None, None]
 
 
-_CHOICES = dict(color=tuple(COLORS), shape=SHAPES, size=tuple(SIZES))
+_CHOICES = {k: LABELS[k] for k in ("color", "shape", "size")}
 _OPPOSITE = {'on the left': 'on the right', 'on the right': 'on the left', 'at the top': 'at the bottom', 'at the bottom': 'at the top'}
 
 def complete_caption(things:list[Thing], rng:np.random.Generator, *, flip:bool=False, swap:str|None=None, order:int|None=None)->str:
     "Every attribute of every object; two objects related along the axis that separates them more (either order)."
     phrase = lambda t: f'a {t.size} {t.color} {t.shape}'
     if len(things) == 1:
-        t, side = things[0], _side(things[0])
+        t, side = things[0], side_of(things[0])
         if swap == 'side': side = _OPPOSITE[side]
         elif swap: t = Thing(**{**t.__dict__, swap: rng.choice([v for v in _CHOICES[swap] if v != getattr(t, swap)])})
         return phrase(t) + (f' {side}' if side else '')
@@ -52,7 +52,7 @@ def complete_caption(things:list[Thing], rng:np.random.Generator, *, flip:bool=F
 def hard_negative(things:list[Thing], rng:np.random.Generator, kind:str='bind')->str:
     """A complete caption that is wrong in one place. `kind='bind'`: attributes swapped between the two objects, or the
     relation flipped (a lone shape: one attribute changed). `kind='replace'`: one attribute of one object changed."""
-    if len(things) == 1: return complete_caption(things, rng, swap=rng.choice(list(_CHOICES) + ['side'] * bool(_side(things[0]))))
+    if len(things) == 1: return complete_caption(things, rng, swap=rng.choice(list(_CHOICES) + ['side'] * bool(side_of(things[0]))))
     a, b, arrangement = ordered_pair(things)
     if kind == 'replace':
         k, which = rng.choice(list(_CHOICES)), rng.integers(2)

@@ -20,6 +20,8 @@ SETTINGS = {
     'depth 6': dict(prior=dict(net=dict(depth=6))),
     'depth 2': dict(prior=dict(net=dict(depth=2))),
     '1,500 steps': dict(steps=1500),
+    'lr 1e-3': dict(train=dict(lr=1e-3)),
+    '8 heads': dict(prior=dict(net=dict(heads=8))),
 }
 
 

@@ -177,8 +177,9 @@ def embed_pairs(clip:OpenClipAdapter, images=None, captions:list[str]|None=None,
     return (torch.cat(image_embeds) if images is not None else None), (torch.cat(text_embeds) if captions is not None else None)
 
 def write_clip_embeddings(clip:OpenClipAdapter, images, captions:list[str], out:str|Path, *,
+                          labels:dict|None=None,     # name -> n integer labels of what each image shows (metadata columns)
                           batch_size:int=512, shard_size:int=100_000, progress:bool=True)->Path:
-    "Embed (images, captions) with `clip` and write them in clip-retrieval's layout under `out`."
+    "Embed (images, captions) with `clip` and write them (and `labels`) in clip-retrieval's layout under `out`."
     from prior_nbdev.data import write_embedding_shards
     image_embeds, text_embeds = embed_pairs(clip, images, captions, batch_size=batch_size, progress=progress)
-    return write_embedding_shards(out, image_embeds.numpy(), text_embeds.numpy(), list(captions), shard_size=shard_size)
+    return write_embedding_shards(out, image_embeds.numpy(), text_embeds.numpy(), list(captions), labels=labels, shard_size=shard_size)

@@ -22,24 +22,27 @@ def write_embedding_shards(root:str|Path,                    # Folder to create 
                            image_embeds:np.ndarray,          # (n, d) image embeddings
                            text_embeds:np.ndarray|None=None, # (n, d) text embeddings
                            captions:list[str]|None=None,     # n captions
+                           labels:dict|None=None,            # name -> n integer class ids of each image (more metadata columns)
                            shard_size:int=100_000,           # Rows per shard
                            dtype=np.float16,                 # clip-retrieval writes float16
                           )->Path:
-    "Write embeddings (and captions) in clip-retrieval's layout; returns `root`."
+    "Write embeddings (and captions, labels) in clip-retrieval's layout; returns `root`."
     import pandas as pd
     root, n = Path(root), len(image_embeds)
-    for name, other in (('text_embeds', text_embeds), ('captions', captions)):
+    labels = {name: np.asarray(v) for name, v in (labels or {}).items()}
+    for name, other in (('text_embeds', text_embeds), ('captions', captions), *((f'labels[{k!r}]', v) for k, v in labels.items())):
         if other is not None and len(other) != n: raise ValueError(f'{name} has {len(other)} rows but image_embeds has {n}')
     folders = dict(img_emb=image_embeds, text_emb=text_embeds)
     for folder, data in folders.items():
         if data is not None: (root / folder).mkdir(parents=True, exist_ok=True)
-    if captions is not None: (root / 'metadata').mkdir(parents=True, exist_ok=True)
+    if captions is not None or labels: (root / 'metadata').mkdir(parents=True, exist_ok=True)
     for k, start in enumerate(range(0, n, shard_size)):
         rows = slice(start, min(start + shard_size, n))
         for folder, data in folders.items():
             if data is not None: np.save(root / folder / f'{folder}_{k}.npy', np.asarray(data[rows], dtype=dtype))
-        if captions is not None:
-            pd.DataFrame({'caption': list(captions[rows])}).to_parquet(root / 'metadata' / f'metadata_{k}.parquet')
+        if captions is not None or labels:
+            columns = ({'caption': list(captions[rows])} if captions is not None else {}) | {n: v[rows].astype(np.int64) for n, v in labels.items()}
+            pd.DataFrame(columns).to_parquet(root / 'metadata' / f'metadata_{k}.parquet')
     return root
 
 # %% ../nbs/06_data.ipynb #0008
@@ -144,6 +147,7 @@ class EmbeddingDataset:
     shards:list[Shard]
     dim:int
     caption_column:str='caption'
+    label_columns:tuple=()           # metadata columns with integer labels of each image (for ground-truth metrics)
 
     @property
     def count(self)->int: return sum(s.count for s in self.shards)
@@ -170,11 +174,13 @@ def validate_embeddings(image_url:str|Path, text_url:str|Path|None=None, meta_ur
                         dim:int|None=None,            # Expected embedding width (the prior's image_embed_dim)
                         check_finite:bool=True,       # Scan every value for NaN/Inf
                         caption_column:str='caption', # Metadata column holding the caption
+                        label_columns:list[str]|None=None, # Metadata columns holding integer labels of each image
                         shard_subset:slice|None=None, # Scan only these shards for NaN (e.g. one rank's share)
                         storage_options:dict|None=None, # fsspec options (credentials, endpoint) for URLs
                        )->EmbeddingDataset:
     "Check a clip-retrieval embedding folder before training; raise a message naming the file on any problem."
     so = storage_options
+    if label_columns and meta_url is None: raise ValueError(f'label columns {label_columns} need a metadata folder (meta_url)')
     for url in (image_url, text_url, meta_url): register_storage_options(url, so)
     shards = find_shards(image_url, text_url, meta_url, storage_options=so)
     found = _npy_shape(shards[0].image_file, so)[1]
@@ -182,13 +188,14 @@ def validate_embeddings(image_url:str|Path, text_url:str|Path|None=None, meta_ur
         raise ValueError(f'{shards[0].image_file} holds {found}-dimensional embeddings but the prior expects image_embed_dim={dim}')
     for shard in shards:
         if (w := _npy_shape(shard.image_file, so)[1]) != found: raise ValueError(f'{shard.image_file} has width {w}, other shards {found}')
-        if shard.meta_file is not None and caption_column not in (columns := _parquet(shard.meta_file, so)[1]):
-            raise ValueError(f'{shard.meta_file} has no {caption_column!r} column (columns: {columns})')
+        if shard.meta_file is not None and (missing := [n for n in [caption_column, *(label_columns or [])] if n not in (columns := _parquet(shard.meta_file, so)[1])]):
+            raise ValueError(f'{shard.meta_file} has no {missing[0]!r} column (columns: {columns})')
     if check_finite:
         for shard in shards[shard_subset or slice(None)]:
             for url in (shard.image_file, shard.text_file):
                 if url is not None: _check_finite(url, so)
-    return EmbeddingDataset(str(image_url), text_url and str(text_url), meta_url and str(meta_url), shards, found, caption_column)
+    return EmbeddingDataset(str(image_url), text_url and str(text_url), meta_url and str(meta_url), shards, found, caption_column,
+                            tuple(label_columns or ()))
 
 # %% ../nbs/06_data.ipynb #000e
 @patch
@@ -221,6 +228,19 @@ def read(self:EmbeddingDataset, start:int, end:int)->dict:
         out['text_embed'] = torch.from_numpy(np.ascontiguousarray(_read_range(text_reader, start, end)[0], dtype=np.float32))
     if self.meta_url is not None: out['captions'] = meta[self.caption_column].tolist()
     return out
+
+@patch
+def read_labels(self:EmbeddingDataset, start:int, end:int)->dict[str, Tensor]:
+    "Rows start..end of each label column: name -> (n,) class ids (-1 where a label does not apply)."
+    if not self.label_columns: return {}
+    if not 0 <= start < end <= self.count: raise IndexError(f'rows {start}..{end} are outside 0..{self.count}')
+    if getattr(self, '_label_reader', None) is None:
+        from embedding_reader import EmbeddingReader
+        with contextlib.redirect_stderr(io.StringIO()):
+            self._label_reader = EmbeddingReader(str(self.image_url), file_format='parquet_npy', meta_columns=list(self.label_columns),
+                                                 metadata_folder=str(self.meta_url))
+    meta = _read_range(self._label_reader, start, end)[1]
+    return {n: torch.from_numpy(meta[n].to_numpy(dtype=np.int64)) for n in self.label_columns}
 
 # %% ../nbs/06_data.ipynb #0011
 def split_ranges(count:int,                  # Rows available

@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-from .metrics import plot_ground_truth
-from .shapes import make_shapes_dataset, shapes_clip, shapes_probes, ground_truth_report, wrap_caption
+from .shapes import make_shapes_scenes, scene_labels, shapes_clip, wrap_caption, LABELS
 from .decoder import shapes_decoder, unclip_figure
 
 # %% auto #0
@@ -24,7 +22,8 @@ def merge(base:dict, overrides:dict|None)->dict:
     for k, v in (overrides or {}).items(): out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
-def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threads:int|None=None, overrides:dict|None=None)->dict:
+def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threads:int|None=None, overrides:dict|None=None,
+                ground_truth:bool=True, probe_rows:int=10_000)->dict:
     "The training config the demo uses (a plain dict, as it would be written to JSON), with `overrides` merged in."
     emb = out / 'embeddings'
     test = 1000 / num_pairs
@@ -33,10 +32,11 @@ def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threa
                    image_embed_dim=64, timesteps=1000, cond_drop_prob=0.1, condition_on_text_encodings=False),
         data=dict(image_url=str(emb / 'img_emb'), text_url=str(emb / 'text_emb'), meta_url=str(emb / 'metadata'),
                   batch_size=batch_size, splits=dict(train=1 - 2 * test, val=test, test=test), eval_every_steps=max(steps // 4, 1),
-                  block_size=4096),
+                  block_size=4096, label_columns=list(LABELS) if ground_truth else None),
         train=dict(epochs=10_000, max_steps=steps, lr=3e-4, wd=0.01, max_grad_norm=0.5, ema_beta=0.995, ema_update_after_step=100,
                    ema_update_every=1, warmup_steps=200, cosine_decay_max_steps=steps, eval_timesteps=[64], eval_num_samples_per_batch=2,
-                   save_every_steps=max(steps // 4, 1), log_every_steps=25, device='cpu', num_threads=threads, resume=False),
+                   save_every_steps=max(steps // 4, 1), log_every_steps=25, device='cpu', num_threads=threads, resume=False,
+                   eval_claims='prior_nbdev.shapes:SHAPES_RULES', eval_ground_truth_rows=probe_rows, eval_ground_truth_test_rows=1000),
         tracker=dict(data_path=str(out))), overrides)
 
 # %% ../nbs/15_demo.ipynb #0017
@@ -63,12 +63,8 @@ def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], ga
     return fig
 
 # %% ../nbs/15_demo.ipynb #0018
-def _read_embeddings(folder:Path, what:str)->Tensor:
-    from prior_nbdev.data import numbered_files
-    return torch.from_numpy(np.concatenate([np.load(f) for _, f in sorted(numbered_files(str(folder), '.npy', what).items())])).float()
-
 def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=3000, threads:int|None=None, progress:bool=True,
-             ground_truth:bool=True, probe_scenes:int=9000, overrides:dict|None=None, pictures:bool=True)->dict:
+             ground_truth:bool=True, probe_rows:int=10_000, overrides:dict|None=None, pictures:bool=True)->dict:
     "Generate the shapes world, embed it, train a prior, evaluate it on held-out pairs (and, with `ground_truth`, by what its samples depict); returns the test metrics."
     from prior_nbdev.clip import write_clip_embeddings
     from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
@@ -78,12 +74,14 @@ def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=3000, threads:int|
     if threads: torch.set_num_threads(threads)
     start = time.time()
     # 1. the world
-    images, captions = make_shapes_dataset(num_pairs, seed=2024)
-    # 2. CLIP embeddings in clip-retrieval's layout
+    images, captions, scenes = make_shapes_scenes(num_pairs, seed=2024)
+    # 2. CLIP embeddings in clip-retrieval's layout, with what each picture shows in the metadata
     clip = shapes_clip()
-    write_clip_embeddings(clip, images, captions, out / 'embeddings', progress=progress)
+    write_clip_embeddings(clip, images, captions, out / 'embeddings', labels={k: v.numpy() for k, v in scene_labels(scenes).items()},
+                          progress=progress)
     # 3. train and evaluate with the training command's machinery
-    config = demo_config(out, num_pairs=num_pairs, steps=steps, threads=threads, overrides=overrides)
+    config = demo_config(out, num_pairs=num_pairs, steps=steps, threads=threads, overrides=overrides, ground_truth=ground_truth,
+                         probe_rows=probe_rows)
     (out / 'config.json').write_text(json.dumps(config, indent=2))
     encodings = config['prior'].get('condition_on_text_encodings', False)   # then CLIP's text tower runs on the captions as it trains
     metrics = train(config_from_dict(TrainDiffusionPriorConfig, config), clip=clip if encodings else None, progress=progress)
@@ -97,19 +95,6 @@ def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=3000, threads:int|
         # 5. the whole unCLIP pipeline: what the packaged decoder draws from the prior's samples and from the raw text
         fig = unclip_figure(prior, clip, shapes_decoder(), [captions[i] for i in picks], images[picks])
         fig.savefig(out / 'unclip.png', dpi=130); plt.close(fig)
-    # 6. what the embeddings depict: probes read the held-out captions' claims from every method's embeddings
-    if ground_truth:
-        from prior_nbdev.data import split_ranges
-        probes, accuracy = shapes_probes(clip, n=probe_scenes, n_test=max(probe_scenes // 4, 500))
-        image_embed, text_embed = (_read_embeddings(out / 'embeddings' / f'{k}_emb', f'{k} embeddings') for k in ('img', 'text'))
-        ranges = split_ranges(num_pairs, config['data']['splits'])
-        train_rows, test_rows = slice(*ranges['train']), slice(*ranges['test'])
-        report = ground_truth_report(prior, probes, captions[test_rows], text_embed[test_rows], image_embed[test_rows],
-                                     captions[train_rows], text_embed[train_rows], image_embed[train_rows],
-                                     text_encodings=clip.embed_text(clip.tokenize(captions[test_rows]))[1] if encodings else None)
-        metrics = dict(metrics, ground_truth=dict(report, probe_accuracy=accuracy))
-        (out / 'metrics.json').write_text(json.dumps(metrics, indent=2))
-        fig = plot_ground_truth(report); fig.savefig(out / 'ground_truth.png', dpi=120); plt.close(fig)
     summary = dict(metrics, seconds=round(time.time() - start, 1), pairs=num_pairs, steps=steps)
     (out / 'summary.json').write_text(json.dumps(summary, indent=2))
     return metrics
@@ -124,11 +109,11 @@ def demo_main(argv:list[str]|None=None):
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--no_progress', action='store_true')
     parser.add_argument('--no_ground_truth', action='store_true', help='skip the probes (fidelity and diversity in metrics.json, ground_truth.png)')
-    parser.add_argument('--probe_scenes', type=int, default=9000, help='fresh labelled scenes the probes are fitted on')
+    parser.add_argument('--probe_rows', type=int, default=10_000, help='labelled training pairs the probes (and the ridge predictor) are fitted on')
     args = parser.parse_args(argv)
     if args.pairs < 3000: parser.error('--pairs must be at least 3000 (1,000 validation and 1,000 test pairs are held out)')
     metrics = run_demo(args.out, num_pairs=args.pairs, steps=args.steps, threads=args.threads, progress=not args.no_progress,
-                       ground_truth=not args.no_ground_truth, probe_scenes=args.probe_scenes)
+                       ground_truth=not args.no_ground_truth, probe_rows=args.probe_rows)
     gain = metrics['similarity_with_original_image'] - metrics['baseline_similarity']
     print(f"similarity with the original image {metrics['similarity_with_original_image']:.3f} vs baseline {metrics['baseline_similarity']:.3f} "
           f"({gain:+.3f}); unrelated caption {metrics['similarity_with_unrelated_caption']:.3f}. Written to {args.out}", file=sys.stderr)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable
 import numpy as np
 import torch
@@ -15,8 +16,9 @@ from torch import Tensor
 from .data import prior_inputs
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k', 'evaluate_prior', 'plot_training',
-           'LinearProbes', 'readings_rows', 'fidelity', 'entropy', 'open_entropy', 'fit_ridge', 'plot_ground_truth']
+__all__ = ['METRIC_KEYS', 'OWN_LABELS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k', 'evaluate_prior', 'plot_training',
+           'LinearProbes', 'readings_rows', 'fidelity', 'entropy', 'open_entropy', 'fit_ridge', 'ClaimRules',
+           'ground_truth_report', 'plot_ground_truth']
 
 # %% ../nbs/10_metrics.ipynb #0005
 def similarity_metrics(text_embed:Tensor,      # (b, d) text embeddings
@@ -260,20 +262,85 @@ def fit_ridge(x:Tensor, y:Tensor, lam:float=1e-2)->Callable[[Tensor], Tensor]:
     w = torch.linalg.solve(xc.T @ xc + lam * len(x) * torch.eye(x.shape[1], dtype=x.dtype), xc.T @ (y - my))
     return lambda q: ((q.double() - mx) @ w + my).to(q.dtype)
 
+# %% ../nbs/10_metrics.ipynb #b9b1174b
+@dataclass
+class ClaimRules:
+    "A world's rules: what a caption claims, whether a reading satisfies it, which labels it leaves open, which group it counts in."
+    claim:Callable[[str, dict[str, int]], object]                 # (caption, the pair's own labels) -> claim
+    satisfied:Callable[[object, dict[str, int]], bool]            # (claim, reading) -> does the reading show what is claimed?
+    open_values:Callable[[object, dict[str, int]], dict[str, int]] = lambda claim, reading: {}   # the open labels' values
+    group:Callable[[object], str]|None = None                     # claim -> the group its fidelity is also reported in
+
+def _own_labels(caption:str, labels:dict[str, int])->dict[str, int]: return {n: v for n, v in labels.items() if v >= 0}
+def _reads_all(claim:dict[str, int], reading:dict[str, int])->bool: return all(reading[n] == v for n, v in claim.items())
+
+OWN_LABELS = ClaimRules(_own_labels, _reads_all)
+
+# %% ../nbs/10_metrics.ipynb #e634631a
+@torch.no_grad()
+def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
+                        captions:list[str], text_embed:Tensor, image_embed:Tensor,      # held-out pairs
+                        train_captions:list[str], train_text:Tensor, train_image:Tensor, # the pairs the prior was trained on
+                        *, labels:dict[str, Tensor]|None=None,                           # the held-out pairs' labels, for rules that use them
+                        k:int=4, settings=((1, 1.), (2, 1.), (1, 2.), (2, 2.)),           # prior: (candidates, cond_scale)
+                        timesteps:int=64, seed:int=0,
+                        text_encodings:Tensor|None=None)->dict:                       # held out, for priors conditioned on them
+    "Fidelity and diversity of every method against the data's; a nested dict, JSON-ready."
+    own = readings_rows(labels) if labels else [{}] * len(captions)
+    if len(own) != len(captions): raise ValueError(f'{len(own)} rows of labels for {len(captions)} captions')
+    claims = [rules.claim(c, l) for c, l in zip(captions, own)]
+    groups = {}
+    if rules.group is not None:
+        for i, c in enumerate(claims): groups.setdefault(rules.group(c), []).append(i)
+    by_caption = {}
+    for i, c in enumerate(train_captions): by_caption.setdefault(c, []).append(i)
+    rows = [i for i, c in enumerate(captions) if len(by_caption.get(c, [])) >= k]
+    data_draws = [probes.read(train_image[[by_caption[captions[i]][j] for i in rows]]) for j in range(k)] if rows else []
+    data_entropy = open_entropy(data_draws, [claims[i] for i in rows], rules.open_values) if rows else {}
+    def score(draws:list[Tensor])->dict:
+        readings = [probes.read(d) for d in draws]
+        hit = torch.stack([fidelity(r, claims, rules.satisfied).float() for r in readings]).mean(0)
+        ent = open_entropy([{n: v[rows] for n, v in r.items()} for r in readings], [claims[i] for i in rows], rules.open_values) if rows else {}
+        return dict(fidelity=hit.mean().item(), **{f'fidelity_{g}': hit[ix].mean().item() for g, ix in sorted(groups.items())},
+                    diversity={n: ent.get(n, 0.) / h for n, h in data_entropy.items() if h > 0})
+    ridge = fit_ridge(train_text, train_image)
+    methods = {'text embedding': score([text_embed] * k), 'ridge (mean predictor)': score([ridge(text_embed)] * k),
+               'own image (ceiling)': score([image_embed] * k)}
+    gen = torch.Generator().manual_seed(seed)
+    for candidates, cond_scale in settings:
+        draws = []
+        for _ in range(k):
+            torch.manual_seed(int(torch.randint(0, 2 ** 31, (), generator=gen)))
+            draws.append(prior.sample(text_embed=text_embed.to(prior.device), num_samples_per_batch=candidates,
+                                      text_encodings=None if text_encodings is None else text_encodings.to(prior.device),
+                                      cond_scale=cond_scale, timesteps=timesteps).float().cpu())
+        methods[f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale {cond_scale:g}'] = score(draws)
+    ceiling = methods['own image (ceiling)']['fidelity']
+    for m in methods.values(): m['fidelity_vs_ceiling'] = m['fidelity'] / ceiling if ceiling > 0 else float('nan')
+    return dict(methods=methods, data_entropy=data_entropy, k=k, captions=len(captions), diversity_captions=len(rows),
+                groups={g: len(ix) for g, ix in sorted(groups.items())})
+
 # %% ../nbs/10_metrics.ipynb #5afb9fb0
 def plot_ground_truth(report:dict, title:str='what the embeddings depict'):
-    "Fidelity per method (bars; split by captions naming one or two objects) and diversity / data's per open label (heat map)."
+    "Fidelity per method (bars: all captions and each group the world sorts them into) and diversity / data's per open label (heat map)."
     import matplotlib.pyplot as plt
     methods = report['methods']
     names, labels = list(methods), sorted({l for m in methods.values() for l in m['diversity']})
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.6), gridspec_kw=dict(width_ratios=[1, 1.4]))
     y = np.arange(len(names))
-    for off, key, label in ((-0.25, 'fidelity', 'all captions'), (0, 'fidelity_one_object', 'one object named'), (0.25, 'fidelity_two_objects', 'two objects')):
-        ax.barh(y + off, [methods[n][key] for n in names], height=0.25, label=label)
+    keys = ['fidelity'] + [key for key in methods[names[0]] if key.startswith('fidelity_') and key != 'fidelity_vs_ceiling']
+    h = 0.75 / len(keys)
+    for j, key in enumerate(keys):
+        label = 'all captions' if key == 'fidelity' else key.removeprefix('fidelity_').replace('_', ' ')
+        ax.barh(y + (j - (len(keys) - 1) / 2) * h, [methods[n][key] for n in names], height=h, label=label)
     ceiling = [n for n in names if 'ceiling' in n]
     if ceiling: ax.axvline(methods[ceiling[0]]['fidelity'], color='k', lw=0.8, ls='--')
     ax.set_yticks(y, names, fontsize=8); ax.invert_yaxis(); ax.set_xlim(0, 1); ax.set_xlabel('fidelity: share of captions whose claims the probes read')
     ax.legend(fontsize=7, loc='upper right', framealpha=0.9); ax.set_xlim(0, 1.3); ax.set_xticks(np.linspace(0, 1, 6)); ax.set_title(title, fontsize=9)
+    if not labels:
+        bx.text(0.5, 0.5, 'no caption leaves a label open\n(or too few training images share a caption)', ha='center', va='center', fontsize=9)
+        bx.axis('off'); fig.tight_layout()
+        return fig
     ratios = np.array([[methods[n]['diversity'].get(l, np.nan) for l in labels] for n in names])
     bx.imshow(ratios, cmap='viridis', vmin=0, vmax=1.2, aspect='auto')
     for (i, j), v in np.ndenumerate(ratios):

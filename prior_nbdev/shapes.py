@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from .metrics import LinearProbes, fidelity, open_entropy, fit_ridge
+from .metrics import LinearProbes, ClaimRules
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'RELATIONS', 'IMAGE_SIZE', 'VOCAB', 'SHAPES_CLIP_NAME', 'SHAPES_CLIP_CONFIG', 'ASSETS',
-           'SHAPES_CLIP_WEIGHTS', 'SIDES', 'ARRANGEMENTS', 'LABELS', 'Thing', 'sample_scene', 'render', 'side_of',
-           'describe', 'make_shapes_scenes', 'make_shapes_dataset', 'wrap_caption', 'ShapesTokenizer',
+           'SHAPES_CLIP_WEIGHTS', 'SIDES', 'ARRANGEMENTS', 'LABELS', 'SHAPES_RULES', 'Thing', 'sample_scene', 'render',
+           'side_of', 'describe', 'make_shapes_scenes', 'make_shapes_dataset', 'wrap_caption', 'ShapesTokenizer',
            'register_shapes_clip', 'shapes_clip', 'build_shapes_clip', 'ordered_pair', 'scene_labels', 'Claim',
-           'parse_caption', 'satisfied', 'open_values', 'shapes_probes', 'ground_truth_report']
+           'parse_caption', 'satisfied', 'open_values', 'shapes_probes']
 
 # %% ../nbs/13_shapes.ipynb #0005
 SHAPES = ('circle', 'square', 'triangle')
@@ -262,39 +262,7 @@ def shapes_probes(clip, n:int=9000, n_test:int=2000, seed:int=777)->tuple[Linear
     return probes, probes.accuracy(embeds[n:], {k: v[n:] for k, v in labels.items()})
 
 # %% ../nbs/13_shapes.ipynb #cb4f852a
-@torch.no_grad()
-def ground_truth_report(prior, probes:LinearProbes,
-                        captions:list[str], text_embed:Tensor, image_embed:Tensor,      # held-out pairs
-                        train_captions:list[str], train_text:Tensor, train_image:Tensor, # the pairs the prior was trained on
-                        *, k:int=4, settings=((1, 1.), (2, 1.), (1, 2.), (2, 2.)),        # prior: (candidates, cond_scale)
-                        timesteps:int=64, seed:int=0,
-                        text_encodings:Tensor|None=None)->dict:                       # held out, for priors conditioned on them
-    "Fidelity and diversity of every method against the data's; a nested dict, JSON-ready."
-    claims = [parse_caption(c) for c in captions]
-    two = torch.tensor([len(c.objects) == 2 or c.two for c in claims])
-    by_caption = {}
-    for i, c in enumerate(train_captions): by_caption.setdefault(c, []).append(i)
-    rows = [i for i, c in enumerate(captions) if len(by_caption.get(c, [])) >= k]
-    data_draws = [probes.read(train_image[[by_caption[captions[i]][j] for i in rows]]) for j in range(k)]
-    data_entropy = open_entropy(data_draws, [claims[i] for i in rows], open_values)
-    def score(draws:list[Tensor])->dict:
-        readings = [probes.read(d) for d in draws]
-        hit = torch.stack([fidelity(r, claims, satisfied).float() for r in readings]).mean(0)
-        ent = open_entropy([{n: v[rows] for n, v in r.items()} for r in readings], [claims[i] for i in rows], open_values)
-        return dict(fidelity=hit.mean().item(), fidelity_one_object=hit[~two].mean().item(), fidelity_two_objects=hit[two].mean().item(),
-                    diversity={n: ent.get(n, 0.) / h for n, h in data_entropy.items() if h > 0})
-    ridge = fit_ridge(train_text, train_image)
-    methods = {'text embedding': score([text_embed] * k), 'ridge (mean predictor)': score([ridge(text_embed)] * k),
-               'own image (ceiling)': score([image_embed] * k)}
-    gen = torch.Generator().manual_seed(seed)
-    for candidates, cond_scale in settings:
-        draws = []
-        for _ in range(k):
-            torch.manual_seed(int(torch.randint(0, 2 ** 31, (), generator=gen)))
-            draws.append(prior.sample(text_embed=text_embed.to(prior.device), num_samples_per_batch=candidates,
-                                      text_encodings=None if text_encodings is None else text_encodings.to(prior.device),
-                                      cond_scale=cond_scale, timesteps=timesteps).float().cpu())
-        methods[f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale {cond_scale:g}'] = score(draws)
-    ceiling = methods['own image (ceiling)']['fidelity']
-    for m in methods.values(): m['fidelity_vs_ceiling'] = m['fidelity'] / ceiling
-    return dict(methods=methods, data_entropy=data_entropy, k=k, captions=len(captions), diversity_captions=len(rows))
+def _shapes_group(claim:Claim)->str: return 'two_objects' if len(claim.objects) == 2 or claim.two else 'one_object'
+
+SHAPES_RULES = ClaimRules(claim=lambda caption, labels: parse_caption(caption), satisfied=satisfied, open_values=open_values,
+                          group=_shapes_group)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #0002
 from __future__ import annotations
-import argparse, dataclasses, json, math, os, random, sys, time, warnings
+import argparse, dataclasses, importlib, json, math, os, random, sys, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch
@@ -13,14 +13,14 @@ from .prior import DiffusionPrior, PriorConfig
 from .data import validate_embeddings, split_ranges, PriorLoader, prior_inputs
 from .trainer import DiffusionPriorTrainer, load_prior_state, mixed_precision_for
 from .checkpoint import read_checkpoint, atomic_write, load_prior_weights, write_line
-from .metrics import evaluate_prior, plot_training, METRIC_KEYS
-from .clip import ClipConfig, clip_from_config
+from .metrics import evaluate_prior, plot_training, METRIC_KEYS, LinearProbes, ClaimRules, OWN_LABELS, ground_truth_report, plot_ground_truth
+from .clip import ClipConfig, clip_from_config, embed_pairs
 
 # %% auto #0
 __all__ = ['SAMPLING_FREE_KEYS', 'DataConfig', 'TrainConfig', 'TrackerConfig', 'TrainDiffusionPriorConfig', 'config_from_dict',
            'translate_reference_config', 'load_config', 'build_prior', 'NonFiniteLossError', 'rng_state',
            'set_rng_state', 'check_trackers', 'flat_config', 'train_log', 'link_latest', 'prepare_data',
-           'resume_or_init', 'test_metrics', 'train', 'main']
+           'resume_or_init', 'test_metrics', 'load_rules', 'ground_truth_metrics', 'train', 'main']
 
 # %% ../nbs/12_train.ipynb #0005
 @dataclass
@@ -38,6 +38,7 @@ class DataConfig(Config):
     block_size:int=8192              # rows read and shuffled together
     check_finite:bool=True           # scan the data for NaN/Inf before training
     caption_column:str='caption'
+    label_columns:list|None=None     # metadata columns with integer labels of what each image shows: the test metrics then say what the samples depict
     storage_options:dict|None=None   # fsspec options for s3:// gs:// http(s):// URLs, e.g. {"endpoint_url": ..., "key": ..., "secret": ...}
 
 # %% ../nbs/12_train.ipynb #87626ff8
@@ -63,6 +64,10 @@ class TrainConfig(Config):
     eval_timesteps:list=field(default_factory=lambda: [64]) # sampling steps for the test metrics; each count is evaluated
     eval_cond_scale:float=1.
     eval_num_samples_per_batch:int=1
+    eval_claims:str|None=None        # with data.label_columns: 'module:NAME' of the captions' ClaimRules; None: each pair's own labels
+    eval_ground_truth_settings:list=field(default_factory=lambda: [[1, 1.], [2, 1.], [1, 2.], [2, 2.]]) # (candidates, cond_scale) for the prior
+    eval_ground_truth_rows:int=10_000 # training rows the probes, the ridge predictor and the data's spread are fitted on
+    eval_ground_truth_test_rows:int=2000 # test rows whose captions the methods are scored on
     random_seed:int=0
     log_every_steps:int=10
     device:str|None=None             # 'cpu' forces the CPU; None: what Accelerate picks
@@ -209,7 +214,8 @@ def prepare_data(config:TrainDiffusionPriorConfig, rank:int=0, world:int=1):
     "(train loader, `eval_loader(split)` -> loader or None) for process `rank` of `world`, after checking the data."
     tc, dc = config.train, config.data
     dataset = validate_embeddings(dc.image_url, dc.text_url, dc.meta_url, dim=config.prior.image_embed_dim,
-                                  check_finite=dc.check_finite, caption_column=dc.caption_column, shard_subset=slice(rank, None, world),
+                                  check_finite=dc.check_finite, caption_column=dc.caption_column,
+                                  label_columns=dc.label_columns, shard_subset=slice(rank, None, world),
                                   storage_options=dc.storage_options)
     ranges = split_ranges(dataset.count, dc.splits, dc.num_data_points)
     if ranges['train'][1] - ranges['train'][0] < dc.batch_size * world:
@@ -253,6 +259,42 @@ def test_metrics(trainer:DiffusionPriorTrainer, loader:PriorLoader|None, tc:Trai
     if accelerator is not None: accelerator.log({f'test/{k}': v for k, v in metrics.items()}, step=trainer.steps_done)
     return metrics
 
+# %% ../nbs/12_train.ipynb #fc1e5b9a
+def load_rules(spec:str|None)->ClaimRules:
+    "The `ClaimRules` that `train.eval_claims` names as 'module:NAME'; `OWN_LABELS` for None."
+    if spec is None: return OWN_LABELS
+    module, sep, name = spec.partition(':')
+    if not (sep and module and name): raise ValueError(f"train.eval_claims must be 'module:NAME', got {spec!r}")
+    try: rules = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e: raise ValueError(f'train.eval_claims={spec!r} cannot be loaded: {e}') from None
+    if not isinstance(rules, ClaimRules): raise ValueError(f'train.eval_claims={spec!r} is a {type(rules).__name__}, not a ClaimRules')
+    return rules
+
+# %% ../nbs/12_train.ipynb #bde18146
+@torch.no_grad()
+def ground_truth_metrics(prior:DiffusionPrior, train_loader:PriorLoader, test_loader:PriorLoader|None, config:TrainDiffusionPriorConfig)->dict:
+    "What `prior`'s samples depict on the test rows, by probes fitted on labelled training rows ({} without labels or test rows)."
+    dc, tc = config.data, config.train
+    if not dc.label_columns or test_loader is None: return {}
+    rules, ds = load_rules(tc.eval_claims), train_loader.dataset
+    def read(start, end):
+        got = ds.read(start, end)
+        if 'text_embed' not in got: got['text_embed'] = embed_pairs(prior.clip, captions=got['captions'])[1].float()
+        return got, ds.read_labels(start, end)
+    train, train_labels = read(train_loader.start, min(train_loader.end, train_loader.start + tc.eval_ground_truth_rows))
+    test, test_labels = read(test_loader.start, min(test_loader.end, test_loader.start + tc.eval_ground_truth_test_rows))
+    probes = LinearProbes.fit(train['image_embed'], train_labels)
+    encodings = None
+    if prior.condition_on_text_encodings:
+        encodings = torch.cat([prior.clip.embed_text(prior.clip.tokenize(test['captions'][s:s + 512]))[1].cpu() for s in range(0, len(test['captions']), 512)])
+    was_training = prior.training; prior.eval()
+    report = ground_truth_report(prior, probes, rules, test['captions'], test['text_embed'], test['image_embed'],
+                                 train['captions'], train['text_embed'], train['image_embed'], labels=test_labels,
+                                 settings=[tuple(s) for s in tc.eval_ground_truth_settings], timesteps=tc.eval_timesteps[0],
+                                 seed=tc.random_seed, text_encodings=encodings)
+    prior.train(was_training)
+    return dict(report, probe_accuracy=probes.accuracy(test['image_embed'], test_labels))
+
 # %% ../nbs/12_train.ipynb #0012
 def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->dict:
     "Run a whole training described by `config`; returns the test metrics."
@@ -260,6 +302,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     tc, dc = config.train, config.data
+    if dc.label_columns: load_rules(tc.eval_claims)   # a wrong name fails now, not after training
     if tc.num_threads: torch.set_num_threads(tc.num_threads)
     # 1. processes, devices, seeds
     device = torch.device(tc.device) if tc.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -354,13 +397,22 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     fingerprint = sum(p.detach().double().abs().sum().item() for p in trainer.unwrapped_prior.net.parameters())
     write_line(f'rank {rank}/{world}: trained to step {trainer.steps_done}, weights fingerprint {fingerprint:.10e}')
     # 5. the test split
-    metrics = test_metrics(trainer, eval_loader('test') or eval_loader('val'), tc, accelerator)
+    test_loader = eval_loader('test') or eval_loader('val')
+    metrics = test_metrics(trainer, test_loader, tc, accelerator)
+    if metrics and main and (truth := ground_truth_metrics(trainer.ema_model, train_loader, test_loader, config)):
+        metrics['ground_truth'] = truth
+        accelerator.log({f'test/fidelity/{name}': m['fidelity'] for name, m in truth['methods'].items()}, step=trainer.steps_done)
+        fig = plot_ground_truth(truth); fig.savefig(out / 'ground_truth.png', dpi=120)
+        import matplotlib.pyplot as plt; plt.close(fig)
+        for name, m in truth['methods'].items():
+            write_line(f"{name:38s} fidelity {m['fidelity']:.3f} ({m['fidelity_vs_ceiling']:.2f} of the ceiling)"
+                       + (f", lowest diversity / data's {min(m['diversity'].values()):.2f}" if m['diversity'] else ''))
     if metrics and main:
         _write_json(out / 'metrics.json', metrics)
         fig = plot_training(history, metrics)
         fig.savefig(out / 'metrics.png', dpi=110)
         import matplotlib.pyplot as plt; plt.close(fig)
-        print(json.dumps(metrics, indent=2), flush=True)
+        print(json.dumps({k: v for k, v in metrics.items() if k != 'ground_truth'}, indent=2), flush=True)
     if main: _write_json(out / 'history.json', history)
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -36,7 +36,7 @@ def test_packaged_clip_sees_both_objects_and_the_decoder_draws_them():
 def test_demo_command_end_to_end(tmp_path):
     out = tmp_path / 'demo'
     result = subprocess.run([shutil.which('prior_nbdev_demo') or 'prior_nbdev_demo', '--out', str(out), '--pairs', '6000',
-                             '--steps', '1000', '--no_progress', '--threads', '1', '--probe_scenes', '2000'],
+                             '--steps', '1000', '--no_progress', '--threads', '1', '--probe_rows', '3000'],
                             capture_output=True, text=True, timeout=900, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / 'metrics.json').read_text())

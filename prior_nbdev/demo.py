@@ -33,7 +33,7 @@ def demo_config(out:Path, *, num_pairs:int, steps:int, batch_size:int=128, threa
         data=dict(image_url=str(emb / 'img_emb'), text_url=str(emb / 'text_emb'), meta_url=str(emb / 'metadata'),
                   batch_size=batch_size, splits=dict(train=1 - 2 * test, val=test, test=test), eval_every_steps=max(steps // 4, 1),
                   block_size=4096, label_columns=list(LABELS) if ground_truth else None),
-        train=dict(epochs=10_000, max_steps=steps, lr=3e-4, wd=0.01, max_grad_norm=0.5, ema_beta=0.995, ema_update_after_step=100,
+        train=dict(epochs=10_000, max_steps=steps, lr=1e-3, wd=0.01, max_grad_norm=0.5, ema_beta=0.995, ema_update_after_step=100,
                    ema_update_every=1, warmup_steps=200, cosine_decay_max_steps=steps, eval_timesteps=[64], eval_num_samples_per_batch=2,
                    save_every_steps=max(steps // 4, 1), log_every_steps=25, device='cpu', num_threads=threads, resume=False,
                    eval_claims='prior_nbdev.shapes:SHAPES_RULES', eval_ground_truth_rows=probe_rows, eval_ground_truth_test_rows=1000),

@@ -1,7 +1,7 @@
 """Train the shapes world's demo prior and write prior_nbdev/assets/shapes_prior.safetensors (its EMA weights, fp32).
 
 `python tools/train_shapes_prior.py` runs `prior_nbdev_demo` with its defaults (24,000 pairs, 3,000 steps, seed 2024;
-about 80 s on 2 CPU cores) in a temporary folder and keeps the prior, so that the generation chapter, the sampling
+about 6 minutes on one CPU thread) in a temporary folder and keeps the prior, so that the generation chapter, the sampling
 command's examples and the explorer start without training. Deterministic for a given torch build and thread count.
 """
 import argparse, json, tempfile

@@ -1,0 +1,84 @@
+"""dalle2-pytorch 1.15.6 trained exactly as `prior_nbdev_demo` trains ours, scored by the same code, side by side.
+
+    python bench/reference_demo.py [--steps 3000] [--threads 1] [--out bench/ablation_demo.json]
+
+The demo's pairs (24,000 of seed 2024, the packaged CLIP, labels in the metadata) are written once; the reference's own
+`DiffusionPrior`, `DiffusionPriorNetwork` and `DiffusionPriorTrainer` (AdamW, clipping, warm-up, cosine decay, its EMA
+with the demo's beta 0.995 updated every step after step 100) train on the very batches our training command reads (our
+`PriorLoader`, same seed), with the demo's model and optimiser settings. Its checkpoint, saved by its own trainer, is
+loaded with `load_prior` and scored by the training chapter's `test_metrics` path (`evaluate_prior`: the seed's seven
+metrics, best of 2 at 64 steps) and `ground_truth_metrics` (fidelity, diversity), so only the training differs.
+The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the ablation JSON the demo chapter prints.
+"""
+import argparse, json, os, tempfile, time
+os.environ.setdefault('TQDM_DISABLE', '1')
+from pathlib import Path
+import torch
+from prior_nbdev.demo import demo_config
+from prior_nbdev.shapes import make_shapes_scenes, scene_labels, shapes_clip
+from prior_nbdev.clip import write_clip_embeddings
+from prior_nbdev.train import config_from_dict, TrainDiffusionPriorConfig, prepare_data, ground_truth_metrics
+from prior_nbdev.metrics import evaluate_prior, METRIC_KEYS
+from prior_nbdev.checkpoint import load_prior
+
+NAME = 'dalle2-pytorch 1.15.6 (demo defaults)'
+
+
+def train_reference(config:TrainDiffusionPriorConfig, train_loader, steps:int, path:Path):
+    import dalle2_pytorch as ref
+    from dalle2_pytorch.trainer import DiffusionPriorTrainer as RefTrainer
+    p, n, tc = config.prior, config.prior.net, config.train
+    torch.manual_seed(tc.random_seed)
+    net = ref.DiffusionPriorNetwork(dim=n.dim, depth=n.depth, dim_head=n.dim_head, heads=n.heads, max_text_len=n.max_text_len,
+                                    num_timesteps=n.num_timesteps, normformer=n.normformer)
+    prior = ref.DiffusionPrior(net, image_embed_dim=p.image_embed_dim, timesteps=p.timesteps, cond_drop_prob=p.cond_drop_prob,
+                               condition_on_text_encodings=False)
+    trainer = RefTrainer(prior, lr=tc.lr, wd=tc.wd, eps=tc.eps, max_grad_norm=tc.max_grad_norm, warmup_steps=tc.warmup_steps,
+                         cosine_decay_max_steps=tc.cosine_decay_max_steps, use_ema=True, ema_beta=tc.ema_beta,
+                         ema_update_after_step=tc.ema_update_after_step, ema_update_every=tc.ema_update_every)
+    done = 0
+    while done < steps:
+        for batch in train_loader:
+            trainer(text_embed=batch['text_embed'], image_embed=batch['image_embed'])
+            trainer.update(); done += 1
+            if done == steps: break
+    trainer.save(str(path))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--steps', type=int, default=3000)
+    parser.add_argument('--pairs', type=int, default=24_000)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--out', default=str(Path(__file__).with_name('ablation_demo.json')))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp, start = Path(tmp), time.time()
+        images, captions, scenes = make_shapes_scenes(args.pairs, seed=2024)
+        write_clip_embeddings(shapes_clip(), images, captions, tmp / 'embeddings', progress=False,
+                              labels={k: v.numpy() for k, v in scene_labels(scenes).items()})
+        config = config_from_dict(TrainDiffusionPriorConfig, demo_config(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads))
+        train_loader, eval_loader = prepare_data(config)
+        train_reference(config, train_loader, args.steps, tmp / 'reference.pt')
+        seconds = time.time() - start
+        # what the weights cannot tell (the reference's checkpoints carry no config)
+        settle = dict(condition_on_text_encodings=False, cond_drop_prob=config.prior.cond_drop_prob, timesteps=config.prior.timesteps)
+        online, ema = (load_prior(tmp / 'reference.pt', use_ema=use, **settle).eval() for use in (False, True))
+        assert online.net.config.depth == config.prior.net.depth and online.net.config.normformer == config.prior.net.normformer
+        tc = config.train
+        m = evaluate_prior(online, ema, eval_loader('test'), cond_scale=tc.eval_cond_scale, timesteps=tc.eval_timesteps[0],
+                           num_samples_per_batch=tc.eval_num_samples_per_batch, seed=tc.random_seed)
+        metrics = {k: m[k] for k in METRIC_KEYS} | {k: v for k, v in m.items() if 'recall' in k}
+        truth = ground_truth_metrics(ema, train_loader, eval_loader('test'), config)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {}
+    results[NAME] = dict(overrides={}, steps=args.steps, seconds=round(seconds), metrics=metrics, methods=truth['methods'],
+                         probe_accuracy=truth['probe_accuracy'])
+    out.write_text(json.dumps(results, indent=1))
+    best = truth['methods']['prior, 1 candidate, cond_scale 1']
+    print(f"{NAME}: {seconds:.0f}s (training)  sim. original image {metrics['similarity_with_original_image']:.3f}  "
+          f"fidelity/ceiling {best['fidelity_vs_ceiling']:.3f}  lowest diversity {min(best['diversity'].values()):.2f}", flush=True)
+
+
+if __name__ == '__main__': main()

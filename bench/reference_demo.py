@@ -13,12 +13,10 @@ The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the abla
 import argparse, json, os, tempfile, time
 os.environ.setdefault('TQDM_DISABLE', '1')
 from pathlib import Path
+from types import SimpleNamespace
 import torch
-from prior_nbdev.demo import demo_config
-from prior_nbdev.shapes import make_shapes_scenes, scene_labels, shapes_clip
-from prior_nbdev.clip import write_clip_embeddings
-from prior_nbdev.train import config_from_dict, TrainDiffusionPriorConfig, prepare_data, ground_truth_metrics
-from prior_nbdev.metrics import evaluate_prior, METRIC_KEYS
+from prior_nbdev.demo import demo_config, demo_embeddings
+from prior_nbdev.train import config_from_dict, TrainDiffusionPriorConfig, prepare_data, test_metrics, ground_truth_metrics
 from prior_nbdev.checkpoint import load_prior
 
 NAME = 'dalle2-pytorch 1.15.6 (demo defaults)'
@@ -55,9 +53,7 @@ def main():
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp, start = Path(tmp), time.time()
-        images, captions, scenes = make_shapes_scenes(args.pairs, seed=2024)
-        write_clip_embeddings(shapes_clip(), images, captions, tmp / 'embeddings', progress=False,
-                              labels={k: v.numpy() for k, v in scene_labels(scenes).items()})
+        demo_embeddings(tmp, args.pairs, progress=False)
         config = config_from_dict(TrainDiffusionPriorConfig, demo_config(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads))
         train_loader, eval_loader = prepare_data(config)
         train_reference(config, train_loader, args.steps, tmp / 'reference.pt')
@@ -66,10 +62,8 @@ def main():
         settle = dict(condition_on_text_encodings=False, cond_drop_prob=config.prior.cond_drop_prob, timesteps=config.prior.timesteps)
         online, ema = (load_prior(tmp / 'reference.pt', use_ema=use, **settle).eval() for use in (False, True))
         assert online.net.config.depth == config.prior.net.depth and online.net.config.normformer == config.prior.net.normformer
-        tc = config.train
-        m = evaluate_prior(online, ema, eval_loader('test'), cond_scale=tc.eval_cond_scale, timesteps=tc.eval_timesteps[0],
-                           num_samples_per_batch=tc.eval_num_samples_per_batch, seed=tc.random_seed)
-        metrics = {k: m[k] for k in METRIC_KEYS} | {k: v for k, v in m.items() if 'recall' in k}
+        as_trainer = SimpleNamespace(unwrapped_prior=online, ema_model=ema, steps_done=args.steps)   # what test_metrics reads of a trainer
+        metrics = test_metrics(as_trainer, eval_loader('test'), config.train)
         truth = ground_truth_metrics(ema, train_loader, eval_loader('test'), config)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}

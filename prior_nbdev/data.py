@@ -198,17 +198,19 @@ def validate_embeddings(image_url:str|Path, text_url:str|Path|None=None, meta_ur
                             tuple(label_columns or ()))
 
 # %% ../nbs/06_data.ipynb #000e
+def _reader(url:str, meta_url:str|None=None, meta_columns:list[str]|None=None):
+    "An embedding-reader reader of a .npy folder, with these metadata columns when given."
+    from embedding_reader import EmbeddingReader
+    with contextlib.redirect_stderr(io.StringIO()):  # its constructor always draws a progress bar
+        if meta_columns: return EmbeddingReader(str(url), file_format='parquet_npy', meta_columns=meta_columns, metadata_folder=str(meta_url))
+        return EmbeddingReader(str(url), file_format='npy')
+
 @patch
 def readers(self:EmbeddingDataset):
     "embedding-reader readers for the image (with captions, if any) and text folders, made once."
     if getattr(self, '_readers', None) is None:
-        from embedding_reader import EmbeddingReader
-        with contextlib.redirect_stderr(io.StringIO()):  # its constructor always draws a progress bar
-            image = (EmbeddingReader(str(self.image_url), file_format='parquet_npy', meta_columns=[self.caption_column],
-                                     metadata_folder=str(self.meta_url)) if self.meta_url else
-                     EmbeddingReader(str(self.image_url), file_format='npy'))
-            text = EmbeddingReader(str(self.text_url), file_format='npy') if self.text_url else None
-        self._readers = image, text
+        self._readers = (_reader(self.image_url, self.meta_url, [self.caption_column] if self.meta_url else None),
+                         _reader(self.text_url) if self.text_url else None)
     return self._readers
 
 def _read_range(reader, start:int, end:int):
@@ -234,11 +236,7 @@ def read_labels(self:EmbeddingDataset, start:int, end:int)->dict[str, Tensor]:
     "Rows start..end of each label column: name -> (n,) class ids (-1 where a label does not apply)."
     if not self.label_columns: return {}
     if not 0 <= start < end <= self.count: raise IndexError(f'rows {start}..{end} are outside 0..{self.count}')
-    if getattr(self, '_label_reader', None) is None:
-        from embedding_reader import EmbeddingReader
-        with contextlib.redirect_stderr(io.StringIO()):
-            self._label_reader = EmbeddingReader(str(self.image_url), file_format='parquet_npy', meta_columns=list(self.label_columns),
-                                                 metadata_folder=str(self.meta_url))
+    if getattr(self, '_label_reader', None) is None: self._label_reader = _reader(self.image_url, self.meta_url, list(self.label_columns))
     meta = _read_range(self._label_reader, start, end)[1]
     return {n: torch.from_numpy(meta[n].to_numpy(dtype=np.int64)) for n in self.label_columns}
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from .metrics import ground_truth_lines
 from .shapes import make_shapes_scenes, scene_labels, shapes_clip, wrap_caption, LABELS
 from .decoder import shapes_decoder, unclip_figure
 
 # %% auto #0
-__all__ = ['merge', 'demo_config', 'nearest_images_figure', 'run_demo', 'demo_main']
+__all__ = ['merge', 'demo_config', 'nearest_images_figure', 'demo_embeddings', 'run_demo', 'demo_main']
 
 # %% ../nbs/15_demo.ipynb #0016
 def merge(base:dict, overrides:dict|None)->dict:
@@ -63,22 +64,26 @@ def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], ga
     return fig
 
 # %% ../nbs/15_demo.ipynb #0018
+def demo_embeddings(out:Path, num_pairs:int, progress:bool=True):
+    "The demo's world (seed 2024) embedded by the packaged CLIP into `out/embeddings` (clip-retrieval's layout, what each picture shows in the metadata); (images, captions, clip)."
+    from prior_nbdev.clip import write_clip_embeddings
+    images, captions, scenes = make_shapes_scenes(num_pairs, seed=2024)
+    clip = shapes_clip()
+    write_clip_embeddings(clip, images, captions, Path(out) / 'embeddings', labels={k: v.numpy() for k, v in scene_labels(scenes).items()},
+                          progress=progress)
+    return images, captions, clip
+
 def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=3000, threads:int|None=None, progress:bool=True,
              ground_truth:bool=True, probe_rows:int=10_000, overrides:dict|None=None, pictures:bool=True)->dict:
     "Generate the shapes world, embed it, train a prior, evaluate it on held-out pairs (and, with `ground_truth`, by what its samples depict); returns the test metrics."
-    from prior_nbdev.clip import write_clip_embeddings
     from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
     from prior_nbdev.checkpoint import load_prior
     import matplotlib.pyplot as plt, time
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
     start = time.time()
-    # 1. the world
-    images, captions, scenes = make_shapes_scenes(num_pairs, seed=2024)
-    # 2. CLIP embeddings in clip-retrieval's layout, with what each picture shows in the metadata
-    clip = shapes_clip()
-    write_clip_embeddings(clip, images, captions, out / 'embeddings', labels={k: v.numpy() for k, v in scene_labels(scenes).items()},
-                          progress=progress)
+    # 1. the world and 2. its CLIP embeddings in clip-retrieval's layout, with what each picture shows in the metadata
+    images, captions, clip = demo_embeddings(out, num_pairs, progress=progress)
     # 3. train and evaluate with the training command's machinery
     config = demo_config(out, num_pairs=num_pairs, steps=steps, threads=threads, overrides=overrides, ground_truth=ground_truth,
                          probe_rows=probe_rows)
@@ -118,6 +123,4 @@ def demo_main(argv:list[str]|None=None):
     print(f"similarity with the original image {metrics['similarity_with_original_image']:.3f} vs baseline {metrics['baseline_similarity']:.3f} "
           f"({gain:+.3f}); unrelated caption {metrics['similarity_with_unrelated_caption']:.3f}. Written to {args.out}", file=sys.stderr)
     if 'ground_truth' in metrics:
-        for name, m in metrics['ground_truth']['methods'].items():
-            div = min(m['diversity'].values(), default=float('nan'))
-            print(f"{name:42s} fidelity {m['fidelity']:.3f} ({m['fidelity_vs_ceiling']:.2f} of the ceiling), lowest diversity / data's {div:.2f}", file=sys.stderr)
+        for line in ground_truth_lines(metrics['ground_truth']): print(line, file=sys.stderr)

@@ -18,7 +18,7 @@ from .data import prior_inputs
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'OWN_LABELS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k', 'evaluate_prior', 'plot_training',
            'LinearProbes', 'readings_rows', 'fidelity', 'entropy', 'open_entropy', 'fit_ridge', 'ClaimRules',
-           'ground_truth_report', 'plot_ground_truth']
+           'ground_truth_report', 'ground_truth_lines', 'plot_ground_truth']
 
 # %% ../nbs/10_metrics.ipynb #0005
 def similarity_metrics(text_embed:Tensor,      # (b, d) text embeddings
@@ -319,6 +319,11 @@ def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
     for m in methods.values(): m['fidelity_vs_ceiling'] = m['fidelity'] / ceiling if ceiling > 0 else float('nan')
     return dict(methods=methods, data_entropy=data_entropy, k=k, captions=len(captions), diversity_captions=len(rows),
                 groups={g: len(ix) for g, ix in sorted(groups.items())})
+
+def ground_truth_lines(report:dict)->list[str]:
+    "One summary line per method of a `ground_truth_report`: fidelity, its share of the ceiling, the lowest diversity ratio."
+    return [f"{name:38s} fidelity {m['fidelity']:.3f} ({m['fidelity_vs_ceiling']:.2f} of the ceiling)"
+            + (f", lowest diversity / data's {min(m['diversity'].values()):.2f}" if m['diversity'] else '') for name, m in report['methods'].items()]
 
 # %% ../nbs/10_metrics.ipynb #5afb9fb0
 def plot_ground_truth(report:dict, title:str='what the embeddings depict'):

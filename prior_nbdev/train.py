@@ -13,7 +13,7 @@ from .prior import DiffusionPrior, PriorConfig
 from .data import validate_embeddings, split_ranges, PriorLoader, prior_inputs
 from .trainer import DiffusionPriorTrainer, load_prior_state, mixed_precision_for
 from .checkpoint import read_checkpoint, atomic_write, load_prior_weights, write_line
-from .metrics import evaluate_prior, plot_training, METRIC_KEYS, LinearProbes, ClaimRules, OWN_LABELS, ground_truth_report, plot_ground_truth
+from .metrics import evaluate_prior, plot_training, METRIC_KEYS, LinearProbes, ClaimRules, OWN_LABELS, ground_truth_report, ground_truth_lines, plot_ground_truth
 from .clip import ClipConfig, clip_from_config, embed_pairs
 
 # %% auto #0
@@ -296,6 +296,10 @@ def ground_truth_metrics(prior:DiffusionPrior, train_loader:PriorLoader, test_lo
     return dict(report, probe_accuracy=probes.accuracy(test['image_embed'], test_labels))
 
 # %% ../nbs/12_train.ipynb #0012
+def _save_figure(fig, path:Path, dpi:int):
+    import matplotlib.pyplot as plt
+    fig.savefig(path, dpi=dpi); plt.close(fig)
+
 def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->dict:
     "Run a whole training described by `config`; returns the test metrics."
     from accelerate import Accelerator
@@ -402,16 +406,11 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     if metrics and main and (truth := ground_truth_metrics(trainer.ema_model, train_loader, test_loader, config)):
         metrics['ground_truth'] = truth
         accelerator.log({f'test/fidelity/{name}': m['fidelity'] for name, m in truth['methods'].items()}, step=trainer.steps_done)
-        fig = plot_ground_truth(truth); fig.savefig(out / 'ground_truth.png', dpi=120)
-        import matplotlib.pyplot as plt; plt.close(fig)
-        for name, m in truth['methods'].items():
-            write_line(f"{name:38s} fidelity {m['fidelity']:.3f} ({m['fidelity_vs_ceiling']:.2f} of the ceiling)"
-                       + (f", lowest diversity / data's {min(m['diversity'].values()):.2f}" if m['diversity'] else ''))
+        _save_figure(plot_ground_truth(truth), out / 'ground_truth.png', dpi=120)
+        for line in ground_truth_lines(truth): write_line(line)
     if metrics and main:
         _write_json(out / 'metrics.json', metrics)
-        fig = plot_training(history, metrics)
-        fig.savefig(out / 'metrics.png', dpi=110)
-        import matplotlib.pyplot as plt; plt.close(fig)
+        _save_figure(plot_training(history, metrics), out / 'metrics.png', dpi=110)
         print(json.dumps({k: v for k, v in metrics.items() if k != 'ground_truth'}, indent=2), flush=True)
     if main: _write_json(out / 'history.json', history)
     accelerator.wait_for_everyone()

@@ -1,43 +1,66 @@
 """Benchmark prior_nbdev against dalle2-pytorch 1.15.6 with the same weights, side by side in one process.
 
     python bench/bench_prior.py --device cpu --config small
-    python bench/bench_prior.py --device cuda --config seed
+    python bench/bench_prior.py --device cuda --config seed --compile --cuda_graph --json out.json --profile prof.txt
 
 Training: samples/s of each project's own trainer (AdamW, EMA, clipping; bf16 autocast on CUDA, fp32 on CPU) and peak
-memory (CUDA). Sampling: embeddings/s at 64 DDIM steps (the reference's DDIM; 63 network calls) with cond_scale 1 and 2,
-and 1000-step DDPM. MFU: model FLOPs (counted by torch's FlopCounterMode) per second over a matmul peak measured here.
-Needs the dev install (the reference is installed with --no-deps).
+memory (CUDA); with --compile also ours with the prior compiled by torch.compile (inductor; compile time reported apart).
+Sampling: embeddings/s at 64 DDIM steps (the reference's DDIM; 63 network calls) with cond_scale 1 and 2, and 1000-step
+DDPM; with --cuda_graph also ours replaying the per-step call from a CUDA graph, at --ours_sample_batches too.
+MFU: model FLOPs (counted by torch's FlopCounterMode) per second over a bf16/fp32 matmul peak measured in the same run.
+Agreement (CUDA): the fast paths against the plain fp32 path on the same weights, noise and batch.
+Needs the dev install (the reference is installed with --no-deps); --stub_reference_extras stands in for the modules
+the reference imports but its prior never uses (kornia, x_clip, coca_pytorch, resize_right, vector_quantize_pytorch).
 """
-import argparse, contextlib, os, time
+import argparse, contextlib, json, math, os, sys, time, traceback
 os.environ.setdefault('TQDM_DISABLE', '1')   # the reference draws a progress bar in every sampling loop
 import torch
 import torch.nn.functional as F
 
 CONFIGS = {
     'seed': dict(net=dict(dim=768, depth=24, heads=32, dim_head=64, normformer=True, max_text_len=77, num_timesteps=1000),
-                 train_batches=[256, 512, 1024], sample_batch=256),
+                 train_batches=[256, 512, 1024], sample_batch=256, ours_sample_batches=[1024, 4096]),
     'small': dict(net=dict(dim=256, depth=4, heads=8, dim_head=32, normformer=True, max_text_len=77, num_timesteps=1000),
-                  train_batches=[32], sample_batch=32),
+                  train_batches=[32], sample_batch=32, ours_sample_batches=[]),
 }
+REFERENCE_EXTRAS = ('kornia', 'x_clip', 'coca_pytorch', 'resize_right', 'vector_quantize_pytorch')
+
+
+def stub_modules(names):
+    "Stand-ins for modules imported at the reference's module load but unused by its prior (machines without them)."
+    import importlib.abc, importlib.machinery, types
+    class Stub(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith('__'): raise AttributeError(name)
+            return type(name, (), {'__init__': lambda self, *a, **k: None})
+    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, fullname, path, target=None):
+            if fullname.split('.')[0] in names: return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        def create_module(self, spec): return Stub(spec.name)
+        def exec_module(self, module): module.__path__ = []
+    sys.meta_path.insert(0, Finder())
 
 
 def sync(device):
     if device.type == 'cuda': torch.cuda.synchronize()
 
 
-def timed(fn, device, repeats):
-    fn(); sync(device)                                   # warm-up (kernels, allocator, autotuning)
+def timed(fn, device, min_time=2., max_repeats=10):
+    "Seconds per call after one warm-up call, repeated until `min_time` has passed (at most `max_repeats` calls); and the warm-up's seconds."
+    start = time.perf_counter(); fn(); sync(device); first = time.perf_counter() - start
+    start = time.perf_counter(); fn(); sync(device); once = time.perf_counter() - start
+    extra = max(0, min(max_repeats - 1, math.ceil(min_time / max(once, 1e-9)) - 1))
     start = time.perf_counter()
-    for _ in range(repeats): fn()
+    for _ in range(extra): fn()
     sync(device)
-    return (time.perf_counter() - start) / repeats
+    return (once + time.perf_counter() - start) / (1 + extra), first
 
 
 def matmul_peak(device, dtype):
     "The best matmul throughput of several runs (a peak, so the best run, not the mean)."
     n = 8192 if device.type == 'cuda' else 2048
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n ** 3 / min(timed(lambda: a @ b, device, 3) for _ in range(5))
+    return 2 * n ** 3 / min(timed(lambda: a @ b, device, 0.5, 5)[0] for _ in range(5))
 
 
 def inputs(batch, dim, text_len, device, seed=0):
@@ -60,38 +83,50 @@ def build(ref, config, device):
     return ours.to(device), theirs.to(device)
 
 
-def train_rate(kind, prior, batch, dim, text_len, device, amp, repeats):
+def fresh_copy(prior):
+    import copy
+    return copy.deepcopy(prior)
+
+
+def make_trainer(kind, prior, device, amp, compile=False):
     from accelerate import Accelerator
+    # Accelerate's state is one per process, so its dynamo_backend would only act on the first Accelerator made here:
+    # the prior is compiled in place instead (nn.Module.compile keeps its class and its state-dict keys)
+    if compile: prior.compile()
     accelerator = Accelerator(cpu=device.type == 'cpu', mixed_precision='bf16' if amp else 'no')
-    if kind == 'ours':
-        from prior_nbdev import DiffusionPriorTrainer
-        trainer = DiffusionPriorTrainer(prior, accelerator=accelerator, lr=1e-4, wd=1e-2, max_grad_norm=0.5, use_ema=True)
-    else:
-        from dalle2_pytorch.trainer import DiffusionPriorTrainer
-        trainer = DiffusionPriorTrainer(prior, accelerator=accelerator, lr=1e-4, wd=1e-2, max_grad_norm=0.5, use_ema=True)
+    if kind == 'ours': from prior_nbdev import DiffusionPriorTrainer
+    else: from dalle2_pytorch.trainer import DiffusionPriorTrainer
+    return DiffusionPriorTrainer(prior, accelerator=accelerator, lr=1e-4, wd=1e-2, max_grad_norm=0.5, use_ema=True)
+
+
+def train_rate(kind, prior, batch, dim, text_len, device, amp, min_time, compile=False):
+    "(samples/s, peak GiB, warm-up seconds); (None, None, None) when out of memory."
+    trainer = make_trainer(kind, prior, device, amp, compile)
     text_embed, enc, image = inputs(batch, dim, text_len, device)
     def step():
         # the reference scales the caller's image_embed in place: give it a fresh copy each step
         trainer(text_embed=text_embed, image_embed=image.clone(), text_encodings=enc); trainer.update()
     if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
     try:
-        seconds = timed(step, device, repeats)
+        seconds, first = timed(step, device, min_time)
     except torch.OutOfMemoryError:
-        del trainer; torch.cuda.empty_cache(); return None, None
+        del trainer; torch.cuda.empty_cache(); return None, None, None
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == 'cuda' else None
     del trainer
     if device.type == 'cuda': torch.cuda.empty_cache()
-    return batch / seconds, peak
+    return batch / seconds, peak, first
 
 
-def sample_rate(prior, batch, dim, text_len, device, amp, timesteps, cond_scale, repeats):
+def sample_rate(prior, batch, dim, text_len, device, amp, timesteps, cond_scale, min_time, max_repeats=10, **kw):
+    "(embeddings/s, warm-up seconds)"
     text_embed, enc, _ = inputs(batch, dim, text_len, device, seed=1)
     cond = dict(text_embed=text_embed, text_encodings=enc)
     prior.eval()
     ctx = torch.autocast('cuda', dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     def run():
-        with ctx: prior.p_sample_loop((batch, dim), cond, cond_scale=cond_scale, timesteps=timesteps)
-    return batch / timed(run, device, repeats)
+        with ctx: prior.p_sample_loop((batch, dim), cond, cond_scale=cond_scale, timesteps=timesteps, **kw)
+    seconds, first = timed(run, device, min_time, max_repeats)
+    return batch / seconds, first
 
 
 def training_flops(prior, dim, text_len, device):
@@ -103,47 +138,149 @@ def training_flops(prior, dim, text_len, device):
     return counter.get_total_flops() / 2
 
 
+def sampling_flops(prior, dim, text_len, device, timesteps=64):
+    "FLOPs per embedding of one 64-step DDIM loop with the prefix cache (cond_scale 1)."
+    from torch.utils.flop_counter import FlopCounterMode
+    text_embed, enc, _ = inputs(2, dim, text_len, device, seed=1)
+    with FlopCounterMode(display=False) as counter:
+        prior.p_sample_loop((2, dim), dict(text_embed=text_embed, text_encodings=enc), timesteps=timesteps)
+    return counter.get_total_flops() / 2
+
+
+def agreement(prior, batch, dim, text_len, device, cond_scale):
+    "How far the fast sampling paths land from the plain fp32 path: same weights, starting noise and per-step noise."
+    text_embed, enc, _ = inputs(batch, dim, text_len, device, seed=2)
+    cond = dict(text_embed=text_embed, text_encodings=enc)
+    latents = torch.randn(batch, dim, generator=torch.Generator().manual_seed(3)).to(device)
+    def run(amp, graph):
+        ctx = torch.autocast('cuda', dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        g = torch.Generator(device).manual_seed(4)
+        with ctx:
+            return prior.p_sample_loop((batch, dim), cond, cond_scale=cond_scale, timesteps=64, latents=latents,
+                                       generator=g, cuda_graph=graph).float()
+    plain = run(False, False)
+    out = {}
+    for name, amp, graph in (('fp32 graph', False, True), ('bf16 eager', True, False), ('bf16 graph', True, True)):
+        x = run(amp, graph)
+        cos = F.cosine_similarity(x, plain, dim=-1)
+        out[name] = dict(max_abs=(x - plain).abs().max().item(), median_cos=cos.median().item(), min_cos=cos.min().item())
+    return out
+
+
+def profile(fn, device, path, title, rows=15):
+    from torch.profiler import profile as prof, ProfilerActivity
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    fn(); sync(device)
+    with prof(activities=acts) as p:
+        fn(); sync(device)
+    key = 'cuda_time_total' if device.type == 'cuda' else 'cpu_time_total'
+    table = p.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=70)
+    with open(path, 'a') as f: f.write(f'## {title}\n{table}\n\n')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--config', default='small', choices=list(CONFIGS))
     parser.add_argument('--train_batches', type=int, nargs='*', help='override the training batch sizes')
-    parser.add_argument('--sample_batch', type=int)
-    parser.add_argument('--repeats', type=int, default=None)
+    parser.add_argument('--compile_batches', type=int, nargs='*', help='batch sizes for --compile (default: the first training batch)')
+    parser.add_argument('--sample_batch', type=int, help='sampling batch for both projects')
+    parser.add_argument('--ours_sample_batches', type=int, nargs='*', help='further sampling batches, ours only')
+    parser.add_argument('--compile', action='store_true', help='also train ours with the prior compiled (torch.compile, inductor)')
+    parser.add_argument('--cuda_graph', action='store_true', help='also sample ours with cuda_graph=True (CUDA only)')
+    parser.add_argument('--min_time', type=float, default=None, help='seconds to repeat each timed call for (after a warm-up)')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--skip_ddpm', action='store_true', help='skip the 1000-step DDPM measurement')
+    parser.add_argument('--reference_repeats', type=int, default=1, help='timed sampling loops of the (slow) reference after its warm-up')
+    parser.add_argument('--json', help='also write the rows as JSON here (after each row)')
+    parser.add_argument('--profile', help='write the top kernels of one training step and one sampling loop here')
+    parser.add_argument('--stub_reference_extras', action='store_true', help=f'stand-ins for {", ".join(REFERENCE_EXTRAS)}')
     args = parser.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
+    if args.stub_reference_extras: stub_modules(set(REFERENCE_EXTRAS))
     import dalle2_pytorch.dalle2_pytorch as ref
     device, config = torch.device(args.device), CONFIGS[args.config]
     amp = device.type == 'cuda'
-    repeats = args.repeats or (10 if device.type == 'cuda' else 3)
+    min_time = args.min_time or (2. if device.type == 'cuda' else 1.)
     dim, text_len = config['net']['dim'], config['net']['max_text_len']
     ours, theirs = build(ref, config, device)
     params = sum(p.numel() for p in ours.parameters())
     name = torch.cuda.get_device_name() if device.type == 'cuda' else f'CPU ({torch.get_num_threads()} threads)'
     peak = matmul_peak(device, torch.bfloat16 if amp else torch.float32)
     flops = training_flops(ours, dim, text_len, device)
-    print(f'device: {name}; config {args.config}: {params / 1e6:.1f}M parameters, {flops / 1e9:.2f} GFLOP per training sample; '
-          f"{'bf16 autocast' if amp else 'fp32'}; measured matmul peak {peak / 1e12:.1f} TFLOP/s\n")
-    rows = []
+    sflops = sampling_flops(ours, dim, text_len, device)
+    header = (f'device: {name}; torch {torch.__version__}; config {args.config}: {params / 1e6:.1f}M parameters, '
+              f'{flops / 1e9:.2f} GFLOP per training sample, {sflops / 1e9:.2f} GFLOP per sampled embedding (ours, 64 DDIM steps); '
+              f"{'bf16 autocast' if amp else 'fp32'}; measured matmul peak {peak / 1e12:.1f} TFLOP/s")
+    print(header + '\n', flush=True)
+    rows, record = [], dict(header=header, rows=[], notes=[])
+    def add(label, o, t, ratio):
+        rows.append((label, o, t, ratio)); record['rows'].append(dict(work=label, ours=o, reference=t, ratio=ratio))
+        print(f'{label} | {o} | {t} | {"n/a" if ratio is None else f"{ratio:.2f}x"}', flush=True)
+        if args.json: json.dump(record, open(args.json, 'w'), indent=1)
+    def guarded(what, fn):
+        try: return fn()
+        except Exception as e:
+            msg = f'{what}: {type(e).__name__}: {e}'.splitlines()[0][:400]
+            print(msg, flush=True); traceback.print_exc(); record['notes'].append(msg)
+            if device.type == 'cuda': torch.cuda.empty_cache()
+    mem = lambda m: '' if m is None else f', peak {m:.1f} GiB'
+    fmt = lambda r, m: 'out of memory' if r is None else f'{r:,.0f} samples/s{mem(m)}'
     for batch in args.train_batches or config['train_batches']:
-        o, om = train_rate('ours', ours, batch, dim, text_len, device, amp, repeats)
-        t, tm = train_rate('theirs', theirs, batch, dim, text_len, device, amp, repeats)
-        mem = lambda m: '' if m is None else f', peak {m:.1f} GiB'
-        fmt = lambda r, m: 'out of memory' if r is None else f'{r:,.0f} samples/s{mem(m)}'
+        o, om, _ = train_rate('ours', ours, batch, dim, text_len, device, amp, min_time)
+        t, tm, _ = train_rate('theirs', theirs, batch, dim, text_len, device, amp, min_time)
         mfu = f' (MFU {o * flops / peak:.0%})' if o else ''
-        rows.append((f'training, batch {batch}', fmt(o, om) + mfu, fmt(t, tm), o / t if o and t else None))
+        add(f'training, batch {batch}', fmt(o, om) + mfu, fmt(t, tm), o / t if o and t else None)
     sb = args.sample_batch or config['sample_batch']
     cases = [(64, 1.), (64, 2.)] + ([] if args.skip_ddpm else [(1000, 1.)])
     for timesteps, scale in cases:
-        r = 1 if timesteps == 1000 else repeats
-        o = sample_rate(ours, sb, dim, text_len, device, amp, timesteps, scale, r)
-        t = sample_rate(theirs, sb, dim, text_len, device, amp, timesteps, scale, r)
         label = f'sampling, {"DDPM 1000" if timesteps == 1000 else "DDIM 64"} steps, batch {sb}, cond_scale {scale:g}'
-        rows.append((label, f'{o:,.1f} embeddings/s', f'{t:,.1f} embeddings/s', o / t))
+        o, _ = sample_rate(ours, sb, dim, text_len, device, amp, timesteps, scale, min_time)
+        t, _ = sample_rate(theirs, sb, dim, text_len, device, amp, timesteps, scale, 0., 1 + args.reference_repeats)
+        add(label, f'{o:,.1f} embeddings/s', f'{t:,.1f} embeddings/s', o / t)
+        if args.cuda_graph and timesteps == 64:
+            for b in [sb] + (args.ours_sample_batches if args.ours_sample_batches is not None else config['ours_sample_batches']):
+                def run(b=b, scale=scale, t=t):
+                    o, _ = sample_rate(ours, b, dim, text_len, device, amp, timesteps, scale, min_time, cuda_graph=True)
+                    tf = f' ({o * sflops / 1e12:.0f} TFLOP/s)' if scale == 1 else ''
+                    add(f'sampling, DDIM 64 steps, batch {b}, cond_scale {scale:g}, CUDA graph', f'{o:,.1f} embeddings/s{tf}',
+                        f'{t:,.1f} embeddings/s (batch {sb})', o / t)
+                guarded(f'cuda graph batch {b}', run)
+    if device.type == 'cuda':
+        for scale in (1., 2.):
+            a = guarded('agreement', lambda: agreement(ours, 256, dim, text_len, device, scale))
+            if a:
+                record[f'agreement_cond_scale_{scale:g}'] = a
+                print(f'agreement with the fp32 path, cond_scale {scale:g}: ' +
+                      '; '.join(f'{k}: max |d| {v["max_abs"]:.2e}, cosine median {v["median_cos"]:.5f}, min {v["min_cos"]:.5f}'
+                                for k, v in a.items()), flush=True)
+        if args.json: json.dump(record, open(args.json, 'w'), indent=1)
+    if args.profile:
+        b = (args.train_batches or config['train_batches'])[0]
+        trainer = make_trainer('ours', ours, device, amp)
+        te, enc, image = inputs(b, dim, text_len, device)
+        guarded('profile training', lambda: profile(lambda: (trainer(text_embed=te, image_embed=image, text_encodings=enc), trainer.update()),
+                                                   device, args.profile, f'ours: one training step, batch {b}'))
+        del trainer
+        te, enc, _ = inputs(sb, dim, text_len, device, seed=1)
+        ctx = torch.autocast('cuda', dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        for graph in ((False, True) if args.cuda_graph else (False,)):
+            def loop(graph=graph):
+                with ctx: ours.p_sample_loop((sb, dim), dict(text_embed=te, text_encodings=enc), timesteps=64, cuda_graph=graph)
+            guarded('profile sampling', lambda: profile(loop, device, args.profile,
+                                                        f'ours: one 64-step DDIM loop, batch {sb}, cuda_graph={graph}'))
+    if args.compile:
+        t_ref = {r['work']: r for r in record['rows']}   # last: compiling takes the longest
+        for batch in args.compile_batches or (args.train_batches or config['train_batches'])[:1]:
+            def run(batch=batch):
+                o, om, first = train_rate('ours', fresh_copy(ours), batch, dim, text_len, device, amp, min_time, compile=True)
+                mfu = f' (MFU {o * flops / peak:.0%}; first step incl. compile {first:.0f} s)' if o else ''
+                base = t_ref.get(f'training, batch {batch}', {}).get('reference') or ''
+                t = float(base.split(' samples/s')[0].replace(',', '')) if 'samples/s' in base else None
+                add(f'training, batch {batch}, torch.compile', fmt(o, om) + mfu, base or 'n/a', o / t if o and t else None)
+            guarded(f'compile batch {batch}', run)
     width = max(len(r[0]) for r in rows)
-    print(f"{'work':{width}} | {'prior_nbdev':>34} | {'dalle2-pytorch 1.15.6':>28} | ratio")
+    print(f"\n{'work':{width}} | {'prior_nbdev':>34} | {'dalle2-pytorch 1.15.6':>28} | ratio")
     for label, o, t, ratio in rows:
         print(f"{label:{width}} | {o:>34} | {t:>28} | {'n/a' if ratio is None else f'{ratio:.2f}x'}")
 

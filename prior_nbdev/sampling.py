@@ -12,7 +12,7 @@ from .schedule import ddpm_step, ddim_step, dalle2_ddim_times, ddim_times
 from .prior import DiffusionPrior, l2norm
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'randn_rows']
+__all__ = ['SAMPLERS', 'randn_rows', 'cuda_graphed']
 
 # %% ../nbs/05_sampling.ipynb #0016
 def randn_rows(like:Tensor, generator=None)->Tensor:
@@ -29,7 +29,8 @@ def randn_rows(like:Tensor, generator=None)->Tensor:
 # %% ../nbs/05_sampling.ipynb #ea3a9aab
 @patch
 def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, self_cond:Tensor|None=None,
-                     cond_scale:float=1., cache=None, negative_cond:dict|None=None, negative_cache=None)->Tensor:
+                     cond_scale:float=1., cache=None, negative_cond:dict|None=None, negative_cache=None,
+                     predict=None)->Tensor: # predict(x, t): the cached network call, replayed from a CUDA graph
     "The network's estimate of x0 from `x` at steps `t`, guided with strength `cond_scale` away from the null condition or from `negative_cond`."
     if negative_cond is not None and cond_scale != 1:   # both branches see the noised image; only the text differs
         if cache is not None:
@@ -37,6 +38,7 @@ def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, se
         else:
             cond, neg = (self.net.forward_with_cond_scale(x, t, self_cond=self_cond, **c) for c in (text_cond, negative_cond))
         pred = neg + (cond - neg) * cond_scale
+    elif predict is not None: pred = predict(x, t)
     elif cache is not None: pred = self.net.predict_cached(cache, x, t, self_cond, cond_scale)
     else: pred = self.net.forward_with_cond_scale(x, t, cond_scale=cond_scale, self_cond=self_cond, **text_cond)
     if self.predict_v: x_start = self.noise_scheduler.predict_start_from_v(x, t, pred)
@@ -51,7 +53,7 @@ def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, se
 @patch
 def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float, times:list[int], update, progress:bool, *,
              generator=None, latents:Tensor|None=None, negative_cond:dict|None=None, callback=None,
-             return_intermediates:bool=False, cache_text:bool=True):
+             return_intermediates:bool=False, cache_text:bool=True, cuda_graph:bool=False):
     "Run the shared sampling loop over `times` with `update(x, x_start, t, i, randn)`; the scaled sample (and its trajectory)."
     guide_by_null = cond_scale != 1 and negative_cond is None
     if guide_by_null and (why := self.guidance_refusal) is not None: raise ValueError(f'cond_scale={cond_scale}: {why}')
@@ -67,11 +69,18 @@ def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float,
     cache = self.net.cache_text(text_cond['text_embed'], text_cond.get('text_encodings'), with_null=guide_by_null) if use_cache else None
     negative_cache = (self.net.cache_text(negative_cond['text_embed'], negative_cond.get('text_encodings'))
                       if use_cache and negative_cond is not None else None)
+    predict = None
+    if cuda_graph:
+        if cache is None or negative_cond is not None or self.net.self_cond:
+            raise ValueError('cuda_graph=True replays the cached network call: it needs cache_text=True, no negative prompt '
+                             'and a network without self-conditioning')
+        t0 = torch.full((batch,), times[0], device=self.device, dtype=torch.long)
+        predict = cuda_graphed(lambda x, t: self.net.predict_cached(cache, x, t, None, cond_scale), x, t0)
     x_start, trajectory = None, []
     for i, time in enumerate(tqdm(times, desc='sampling', disable=not progress)):
         t = torch.full((batch,), time, device=self.device, dtype=torch.long)
         x_start = self.estimate_x_start(x, t, text_cond, self_cond=x_start if self.net.self_cond else None, cond_scale=cond_scale,
-                                        cache=cache, negative_cond=negative_cond, negative_cache=negative_cache)
+                                        cache=cache, negative_cond=negative_cond, negative_cache=negative_cache, predict=predict)
         if return_intermediates: trajectory.append((time, x / scale, x_start / scale))
         if callback is not None and callback(i, time, x / scale, x_start / scale) is False:
             x = x_start; break      # stopped early: the best guess so far
@@ -135,6 +144,7 @@ def p_sample_loop(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:f
                   callback=None,                # callback(i, t, x_t, x0) after each network call; returning False stops
                   return_intermediates:bool=False, # also return dict(t, x_t, x0), each stacked over the steps
                   cache_text:bool=True,         # compute the text prefix's keys/values once (exact); False: the whole sequence every step
+                  cuda_graph:bool=False,        # CUDA only: capture the per-step network call once, replay it at every step
                  ):
     "Image embeddings of `shape` sampled for `text_cond`, at CLIP's scale."
     num_timesteps = self.noise_scheduler.num_timesteps
@@ -145,7 +155,8 @@ def p_sample_loop(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:f
     if negative_cond is not None and negative_cond['text_embed'].shape[0] != shape[0]:
         raise ValueError(f"negative_cond has {negative_cond['text_embed'].shape[0]} rows for {shape[0]} samples")
     controls = dict(generator=generator, latents=latents, negative_cond=negative_cond, callback=callback,
-                    return_intermediates=return_intermediates, cache_text=cache_text)
+                    return_intermediates=return_intermediates, cache_text=cache_text,
+                    cuda_graph=cuda_graph)
     if sampler == 'ddpm':
         if timesteps != num_timesteps: raise ValueError(f'the ddpm sampler visits all {num_timesteps} steps; got timesteps={timesteps}')
         if eta is not None: raise ValueError('eta applies to the DDIM samplers, not ddpm')
@@ -159,6 +170,29 @@ def p_sample_loop(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:f
                                                cond_scale=cond_scale, progress=progress, **controls)
     if return_intermediates: return out[0] / self.image_embed_scale, out[1]
     return out / self.image_embed_scale
+
+# %% ../nbs/05_sampling.ipynb #12c617f1
+def cuda_graphed(fn, *example:Tensor):
+    "`fn(*inputs)` captured once as a CUDA graph on inputs shaped like `example`; returns a function that replays it."
+    if not example or any(e.device.type != 'cuda' for e in example):
+        raise ValueError('cuda_graph=True needs the prior and its inputs on a CUDA device')
+    if torch.is_autocast_enabled('cuda'):
+        inner, dtype = fn, torch.get_autocast_dtype('cuda')
+        def fn(*args):
+            with torch.autocast('cuda', dtype=dtype, cache_enabled=False): return inner(*args)
+    inputs = [e.clone() for e in example]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):          # warm-up off the capture: kernel choices and allocations settle
+        for _ in range(2): fn(*inputs)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph): output = fn(*inputs)
+    def replay(*args:Tensor)->Tensor:
+        for buffer, a in zip(inputs, args): buffer.copy_(a)
+        graph.replay()
+        return output.clone()
+    return replay
 
 # %% ../nbs/05_sampling.ipynb #0027
 def _alias(ours:str, value, default, theirs:str, their_value):
@@ -194,6 +228,7 @@ def sample(self:DiffusionPrior, text:Tensor|list[str]|None=None, num_samples_per
            callback=None,                       # callback(i, t, x_t, x0) per step; returning False stops
            return_intermediates:bool=False,     # Also return dict(t, x_t, x0) of the returned embeddings
            cache_text:bool=True,                # Text prefix computed once (exact); False: the whole sequence every step
+           cuda_graph:bool=False,               # CUDA only: replay the per-step network call from one captured graph
            num_inference_steps:int|None=None, guidance_scale:float|None=None, # diffusers' names for timesteps, cond_scale
           ):                                    # (b * num_images_per_prompt, d), the best candidate each
     "Image embeddings per text: each the most text-similar of `num_samples_per_batch` candidates."
@@ -223,7 +258,7 @@ def sample(self:DiffusionPrior, text:Tensor|list[str]|None=None, num_samples_per
         out = self.p_sample_loop((batch * n * r, self.image_embed_dim), repeated, cond_scale=cond_scale, timesteps=timesteps,
                                  sampler=sampler, eta=eta, progress=progress, generator=generator, latents=latents,
                                  negative_cond=negative_cond, callback=callback, return_intermediates=return_intermediates,
-                                 cache_text=cache_text)
+                                 cache_text=cache_text, cuda_graph=cuda_graph)
     finally:
         self.train(was_training)
     candidates, trajectory = out if return_intermediates else (out, None)

@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['LayerNorm', 'RotaryEmbedding', 'apply_rotary', 'RelPosBias', 'Attention', 'SwiGLU', 'FeedForward',
+__all__ = ['LayerNorm', 'RotaryEmbedding', 'apply_rotary', 'RelPosBias', 'fold_heads', 'Attention', 'SwiGLU', 'FeedForward',
            'CausalTransformer', 'SinusoidalPosEmb', 'MLP']
 
 # %% ../nbs/02_transformer.ipynb #0006
@@ -79,6 +79,10 @@ class RelPosBias(nn.Module):
         return self.relative_attention_bias(self.bucket(distance)).permute(2, 0, 1)
 
 # %% ../nbs/02_transformer.ipynb #0010
+def fold_heads(mask:Tensor)->Tensor:
+    "(..., heads, n, keys) -> (..., 1, n·heads, keys): a per-head mask for the queries laid out token by token, head by head."
+    return mask.transpose(-3, -2).flatten(-3, -2).unsqueeze(-3)
+
 class Attention(nn.Module):
     "Pre-norm multi-query attention with a learned null key/value and cosine-similarity scores."
     def __init__(self, dim:int, *, dim_head:int=64, heads:int=8, dropout:float=0.,
@@ -104,20 +108,22 @@ class Attention(nn.Module):
                )->tuple[Tensor, tuple[Tensor, Tensor]]:  # (b, n, dim) output; keys, values (b, n, dim_head) of x
         b, n, _ = x.shape
         x = self.norm(x)
-        q = self.to_q(x).unflatten(-1, (self.heads, self.dim_head)).transpose(1, 2)  # (b, h, n, d)
+        q = self.to_q(x).view(b, n, self.heads, self.dim_head)                        # (b, n, h, d)
         k, v = self.to_kv(x).chunk(2, dim=-1)                                         # (b, n, d) each
-        if rotary is not None: q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        if rotary is not None:
+            cos, sin = rotary
+            q, k = apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos, sin)
         null_k, null_v = self.null_kv[0], self.null_kv[1]
         q, k, null_k = self.qk_norm(q), self.qk_norm(k), self.qk_norm(null_k)
         new_kv = (k, v)
         keys = [null_k.to(k.dtype).expand(b, 1, -1)] + ([past_kv[0]] if past_kv is not None else []) + [k]
         values = [null_v.to(v.dtype).expand(b, 1, -1)] + ([past_kv[1]] if past_kv is not None else []) + [v]
         k, v = torch.cat(keys, dim=1), torch.cat(values, dim=1)                      # (b, 1 + past + n, d)
-        out = F.scaled_dot_product_attention(
-            q, k[:, None].expand(-1, self.heads, -1, -1), v[:, None].expand(-1, self.heads, -1, -1),
-            attn_mask=attn_mask.to(q.dtype), dropout_p=self.dropout if self.training else 0.,
-            scale=self.scale)                                                         # (b, h, n, d)
-        return self.to_out(out.transpose(1, 2).flatten(2)), new_kv
+        out = F.scaled_dot_product_attention(                                         # heads folded into the queries
+            q.reshape(b, 1, n * self.heads, self.dim_head), k[:, None], v[:, None],
+            attn_mask=fold_heads(attn_mask).to(q.dtype), dropout_p=self.dropout if self.training else 0.,
+            scale=self.scale)                                                         # (b, 1, n·h, d)
+        return self.to_out(out.reshape(b, n, self.heads * self.dim_head)), new_kv
 
 # %% ../nbs/02_transformer.ipynb #0012
 class SwiGLU(nn.Module):

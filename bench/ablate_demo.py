@@ -1,7 +1,7 @@
 """The demo's recipe, measured: train `prior_nbdev_demo`'s prior once per setting, score each on the seed's seven metrics
 (held-out test split) and by what its samples depict (fidelity against the ceiling, diversity against the data's).
 
-    python bench/ablate_demo.py [--only NAME ...] [--out bench/ablation_demo.json]
+    python bench/ablate_demo.py [--only NAME ...] [--train_seed N] [--out bench/ablation_demo.json]
 
 Each setting is one `run_demo` (the same 24,000 pairs of seed 2024, the same packaged CLIP, seed-fixed training), changed
 only where the setting says; wall times are from this machine (2 CPU cores here) and vary with what else runs on it.
@@ -30,6 +30,7 @@ def main():
     parser.add_argument('--only', nargs='*', choices=list(SETTINGS), help='settings to run (default: all)')
     parser.add_argument('--steps', type=int, default=3000)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--train_seed', type=int, help="train.random_seed (weights' start, batch order, sampling noise); rows are named '... (seed N)'")
     parser.add_argument('--out', default=str(Path(__file__).with_name('ablation_demo.json')))
     args = parser.parse_args()
     out = Path(args.out)
@@ -37,16 +38,20 @@ def main():
     for name in args.only or SETTINGS:
         overrides = dict(SETTINGS[name])
         steps = overrides.pop('steps', args.steps)
+        row = name
+        if args.train_seed is not None:
+            overrides['train'] = dict(overrides.get('train', {}), random_seed=args.train_seed)
+            row = f'{name} (seed {args.train_seed})'
         with tempfile.TemporaryDirectory() as tmp:
             start = time.time()
             metrics = run_demo(tmp, steps=steps, threads=args.threads, progress=False, pictures=False, overrides=overrides)
             seconds = time.time() - start
         truth = metrics.pop('ground_truth')
-        results[name] = dict(overrides=SETTINGS[name], steps=steps, seconds=round(seconds), metrics=metrics,
+        results[row] = dict(overrides=overrides, steps=steps, seconds=round(seconds), metrics=metrics,
                              methods=truth['methods'], probe_accuracy=truth['probe_accuracy'])
         out.write_text(json.dumps(results, indent=1))
         best = truth['methods']['prior, 1 candidate, cond_scale 1']
-        print(f"{name:22s} {seconds:5.0f}s  sim. original image {metrics['similarity_with_original_image']:.3f}  "
+        print(f"{row:22s} {seconds:5.0f}s  sim. original image {metrics['similarity_with_original_image']:.3f}  "
               f"fidelity/ceiling {best['fidelity_vs_ceiling']:.3f}  lowest diversity {min(best['diversity'].values()):.2f}", flush=True)
 
 

@@ -1,6 +1,6 @@
 """dalle2-pytorch 1.15.6 trained exactly as `prior_nbdev_demo` trains ours, scored by the same code, side by side.
 
-    python bench/reference_demo.py [--steps 3000] [--threads 1] [--out bench/ablation_demo.json]
+    python bench/reference_demo.py [--steps 3000] [--threads 1] [--train_seed N] [--out bench/ablation_demo.json]
 
 The demo's pairs (24,000 of seed 2024, the packaged CLIP, labels in the metadata) are written once; the reference's own
 `DiffusionPrior`, `DiffusionPriorNetwork` and `DiffusionPriorTrainer` (AdamW, clipping, warm-up, cosine decay, its EMA
@@ -48,13 +48,16 @@ def main():
     parser.add_argument('--steps', type=int, default=3000)
     parser.add_argument('--pairs', type=int, default=24_000)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--train_seed', type=int, help="train.random_seed (weights' start, batch order, sampling noise); the row is named '... (seed N)'")
     parser.add_argument('--out', default=str(Path(__file__).with_name('ablation_demo.json')))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp, start = Path(tmp), time.time()
         demo_embeddings(tmp, args.pairs, progress=False)
-        config = config_from_dict(TrainDiffusionPriorConfig, demo_config(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads))
+        seeded = None if args.train_seed is None else dict(train=dict(random_seed=args.train_seed))
+        config = config_from_dict(TrainDiffusionPriorConfig, demo_config(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads,
+                                                                         overrides=seeded))
         train_loader, eval_loader = prepare_data(config)
         train_reference(config, train_loader, args.steps, tmp / 'reference.pt')
         seconds = time.time() - start
@@ -67,11 +70,12 @@ def main():
         truth = ground_truth_metrics(ema, train_loader, eval_loader('test'), config)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
-    results[NAME] = dict(overrides={}, steps=args.steps, seconds=round(seconds), metrics=metrics, methods=truth['methods'],
+    name = NAME if args.train_seed is None else f'{NAME} (seed {args.train_seed})'
+    results[name] = dict(overrides=seeded or {}, steps=args.steps, seconds=round(seconds), metrics=metrics, methods=truth['methods'],
                          probe_accuracy=truth['probe_accuracy'])
     out.write_text(json.dumps(results, indent=1))
     best = truth['methods']['prior, 1 candidate, cond_scale 1']
-    print(f"{NAME}: {seconds:.0f}s (training)  sim. original image {metrics['similarity_with_original_image']:.3f}  "
+    print(f"{name}: {seconds:.0f}s (training)  sim. original image {metrics['similarity_with_original_image']:.3f}  "
           f"fidelity/ceiling {best['fidelity_vs_ceiling']:.3f}  lowest diversity {min(best['diversity'].values()):.2f}", flush=True)
 
 

@@ -114,7 +114,8 @@ def batch_generator(seed:int, first_row:int)->torch.Generator:
 def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path, *, clip=None,
                        shard_size:int=100_000, batch_size:int=1024, cond_scale:float=1., num_samples_per_batch:int=2,
                        timesteps:int|None=64, seed:int=0, dtype:str='float32', out_dtype=np.float16,
-                       rank:int=0, world_size:int=1, progress:bool=True)->dict:
+                       rank:int=0, world_size:int=1, progress:bool=True,
+                       cuda_graph:bool=False)->dict: # CUDA only: replay each batch's per-step network call from a CUDA graph
     "Predict image embeddings for every row of `source` into clip-retrieval shards under `out`; returns counts and timing."
     from tqdm.auto import tqdm
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +136,7 @@ def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path,
             cond = text_condition(prior, source, s, e, clip)
             with torch.autocast(prior.device.type, dtype=autocast[dtype], enabled=autocast[dtype] is not None):
                 sampled = prior.sample(**cond, num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale, timesteps=timesteps,
-                                       generator=batch_generator(seed, s))
+                                       generator=batch_generator(seed, s), cuda_graph=cuda_graph)
             image_parts.append(torch.nn.functional.normalize(sampled.float(), dim=-1).cpu().numpy())
             text_parts.append(cond['text_embed'].float().cpu().numpy())
             bar.update(e - s)
@@ -183,6 +184,7 @@ def sample_main(argv:list[str]|None=None):
     parser.add_argument('--shard_size', type=int, default=100_000)
     parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--cuda_graph', action='store_true', help='GPU only: replay the per-step network call from a CUDA graph (faster; same samples in float32)')
     parser.add_argument('--no_ema', dest='use_ema', action='store_false', help='use the online weights of a trainer checkpoint')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--no_progress', action='store_true')
@@ -192,6 +194,7 @@ def sample_main(argv:list[str]|None=None):
     try:
         prior, spec = _load_checkpoint(args.checkpoint, args.use_ema)
         prior = prior.to(state.device)
+        if args.cuda_graph and state.device.type != 'cuda': raise ValueError(f'--cuda_graph needs a CUDA device; this process runs on {state.device}')
         source = read_captions(args.captions, args.caption_column)
         needs_clip = source.text_shards is None or prior.condition_on_text_encodings
         clip = None
@@ -210,7 +213,7 @@ def sample_main(argv:list[str]|None=None):
         info = predict_embeddings(prior, source, out, clip=clip, shard_size=args.shard_size, batch_size=args.batch_size,
                                   cond_scale=args.cond_scale, num_samples_per_batch=args.num_samples_per_batch, timesteps=args.timesteps,
                                   seed=args.seed, dtype=args.dtype, rank=state.process_index, world_size=state.num_processes,
-                                  progress=not args.no_progress and state.is_main_process)
+                                  progress=not args.no_progress and state.is_main_process, cuda_graph=args.cuda_graph)
     except (ValueError, FileNotFoundError) as e:
         print(f'prior_nbdev_sample: error: {e}', file=sys.stderr); sys.exit(2)
     write_line(f"rank {state.process_index}/{state.num_processes}: {info['rows']} embeddings in {info['written']} shards "

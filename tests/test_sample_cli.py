@@ -1,6 +1,7 @@
 "`prior_nbdev_sample` end to end on the shapes world: captions in three forms, resuming after SIGKILL, two processes, bad input."
 import json, os, shutil, signal, socket, subprocess, sys, time
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 from prior_nbdev.arithmetic import SHAPES_PRIOR_WEIGHTS
@@ -78,6 +79,9 @@ def test_bad_input_gets_one_clear_message(tmp_path):
     assert r.returncode == 2 and 'captions need a CLIP' in r.stderr
     r = run('--captions', tmp_path / 'c.txt', '--out', tmp_path / 'o4', '--clip', 'prior-nbdev-shapes', '--checkpoint', tmp_path / 'nope.pt')
     assert r.returncode == 2 and 'nope.pt does not exist' in r.stderr
+    if not torch.cuda.is_available():
+        r = run('--captions', tmp_path / 'c.txt', '--out', tmp_path / 'o5', '--clip', 'prior-nbdev-shapes', '--cuda_graph')
+        assert r.returncode == 2 and '--cuda_graph needs a CUDA device' in r.stderr and not (tmp_path / 'o5').exists()
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):

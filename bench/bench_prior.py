@@ -12,7 +12,7 @@ Agreement (CUDA): the fast paths against the plain fp32 path on the same weights
 Needs the dev install (the reference is installed with --no-deps); --stub_reference_extras stands in for the modules
 the reference imports but its prior never uses (kornia, x_clip, coca_pytorch, resize_right, vector_quantize_pytorch).
 """
-import argparse, contextlib, json, math, os, sys, time, traceback
+import argparse, contextlib, copy, json, math, os, sys, time, traceback
 os.environ.setdefault('TQDM_DISABLE', '1')   # the reference draws a progress bar in every sampling loop
 import torch
 import torch.nn.functional as F
@@ -81,11 +81,6 @@ def build(ref, config, device):
     ours = DiffusionPrior(DiffusionPriorNetwork(**config['net']), image_embed_dim=dim, timesteps=1000, cond_drop_prob=0.1)
     ours.load_state_dict(theirs.state_dict())
     return ours.to(device), theirs.to(device)
-
-
-def fresh_copy(prior):
-    import copy
-    return copy.deepcopy(prior)
 
 
 def make_trainer(kind, prior, device, amp, compile=False):
@@ -226,9 +221,11 @@ def main():
             if device.type == 'cuda': torch.cuda.empty_cache()
     mem = lambda m: '' if m is None else f', peak {m:.1f} GiB'
     fmt = lambda r, m: 'out of memory' if r is None else f'{r:,.0f} samples/s{mem(m)}'
+    reference_train = {}   # batch -> (samples/s, row text) of the reference, for the compiled rows
     for batch in args.train_batches or config['train_batches']:
         o, om, _ = train_rate('ours', ours, batch, dim, text_len, device, amp, min_time)
         t, tm, _ = train_rate('theirs', theirs, batch, dim, text_len, device, amp, min_time)
+        reference_train[batch] = t, fmt(t, tm)
         mfu = f' (MFU {o * flops / peak:.0%})' if o else ''
         add(f'training, batch {batch}', fmt(o, om) + mfu, fmt(t, tm), o / t if o and t else None)
     sb = args.sample_batch or config['sample_batch']
@@ -270,14 +267,12 @@ def main():
             guarded('profile sampling', lambda: profile(loop, device, args.profile,
                                                         f'ours: one 64-step DDIM loop, batch {sb}, cuda_graph={graph}'))
     if args.compile:
-        t_ref = {r['work']: r for r in record['rows']}   # last: compiling takes the longest
-        for batch in args.compile_batches or (args.train_batches or config['train_batches'])[:1]:
+        for batch in args.compile_batches or (args.train_batches or config['train_batches'])[:1]:   # last: compiling takes the longest
             def run(batch=batch):
-                o, om, first = train_rate('ours', fresh_copy(ours), batch, dim, text_len, device, amp, min_time, compile=True)
+                o, om, first = train_rate('ours', copy.deepcopy(ours), batch, dim, text_len, device, amp, min_time, compile=True)
                 mfu = f' (MFU {o * flops / peak:.0%}; first step incl. compile {first:.0f} s)' if o else ''
-                base = t_ref.get(f'training, batch {batch}', {}).get('reference') or ''
-                t = float(base.split(' samples/s')[0].replace(',', '')) if 'samples/s' in base else None
-                add(f'training, batch {batch}, torch.compile', fmt(o, om) + mfu, base or 'n/a', o / t if o and t else None)
+                t, shown = reference_train.get(batch, (None, 'n/a'))
+                add(f'training, batch {batch}, torch.compile', fmt(o, om) + mfu, shown, o / t if o and t else None)
             guarded(f'compile batch {batch}', run)
     width = max(len(r[0]) for r in rows)
     print(f"\n{'work':{width}} | {'prior_nbdev':>34} | {'dalle2-pytorch 1.15.6':>28} | ratio")

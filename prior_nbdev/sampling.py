@@ -66,14 +66,14 @@ def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float,
     if self.init_image_embed_l2norm: x = self.l2norm_clamp_embed(x)
     # the text prefix's keys/values are the same at every step: computed once (exact; see the network chapter)
     use_cache = cache_text and (not guide_by_null or self.net.cached_guidance)
+    if cuda_graph and (not use_cache or negative_cond is not None or self.net.self_cond):   # refused before any work
+        raise ValueError('cuda_graph=True replays the cached network call: it needs cache_text=True, no negative prompt '
+                         'and a network without self-conditioning')
     cache = self.net.cache_text(text_cond['text_embed'], text_cond.get('text_encodings'), with_null=guide_by_null) if use_cache else None
     negative_cache = (self.net.cache_text(negative_cond['text_embed'], negative_cond.get('text_encodings'))
                       if use_cache and negative_cond is not None else None)
     predict = None
     if cuda_graph:
-        if cache is None or negative_cond is not None or self.net.self_cond:
-            raise ValueError('cuda_graph=True replays the cached network call: it needs cache_text=True, no negative prompt '
-                             'and a network without self-conditioning')
         t0 = torch.full((batch,), times[0], device=self.device, dtype=torch.long)
         predict = cuda_graphed(lambda x, t: self.net.predict_cached(cache, x, t, None, cond_scale), x, t0)
     x_start, trajectory = None, []

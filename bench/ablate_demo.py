@@ -7,9 +7,10 @@ Each setting is one `run_demo` (the same 24,000 pairs of seed 2024, the same pac
 only where the setting says; wall times are from this machine (2 CPU cores here) and vary with what else runs on it.
 The demo chapter prints the table from the JSON this writes.
 """
-import argparse, json, tempfile, time
+import argparse, hashlib, json, tempfile, time
 from pathlib import Path
 from prior_nbdev.demo import run_demo
+from prior_nbdev.shapes import SHAPES_CLIP_WEIGHTS
 
 SETTINGS = {   # the demo's defaults, then one change each; the rows measured against the earlier lr 3e-4 defaults say so
     'demo defaults (lr 1e-3)': {},
@@ -22,7 +23,13 @@ SETTINGS = {   # the demo's defaults, then one change each; the rows measured ag
     'depth 2': dict(prior=dict(net=dict(depth=2)), train=dict(lr=3e-4)),
     '1,500 steps': dict(steps=1500, train=dict(lr=3e-4)),
     '8 heads': dict(prior=dict(net=dict(heads=8)), train=dict(lr=3e-4)),
+    '8 heads, lr 1e-3': dict(prior=dict(net=dict(heads=8))),
 }
+
+
+def clip_id()->str:
+    "The packaged CLIP's weights file, by the first 12 hex digits of its SHA-256 (rows measured with another CLIP are told apart)."
+    return hashlib.sha256(SHAPES_CLIP_WEIGHTS.read_bytes()).hexdigest()[:12]
 
 
 def main():
@@ -47,7 +54,7 @@ def main():
             metrics = run_demo(tmp, steps=steps, threads=args.threads, progress=False, pictures=False, overrides=overrides)
             seconds = time.time() - start
         truth = metrics.pop('ground_truth')
-        results[row] = dict(overrides=overrides, steps=steps, seconds=round(seconds), metrics=metrics,
+        results[row] = dict(overrides=overrides, clip=clip_id(), steps=steps, seconds=round(seconds), metrics=metrics,
                              methods=truth['methods'], probe_accuracy=truth['probe_accuracy'])
         out.write_text(json.dumps(results, indent=1))
         best = truth['methods']['prior, 1 candidate, cond_scale 1']

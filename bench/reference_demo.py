@@ -10,7 +10,7 @@ loaded with `load_prior` and scored by the training chapter's `test_metrics` pat
 metrics, best of 2 at 64 steps) and `ground_truth_metrics` (fidelity, diversity), so only the training differs.
 The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the ablation JSON the demo chapter prints.
 """
-import argparse, json, os, tempfile, time
+import argparse, json, os, sys, tempfile, time
 os.environ.setdefault('TQDM_DISABLE', '1')
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +18,8 @@ import torch
 from prior_nbdev.demo import demo_config, demo_embeddings
 from prior_nbdev.train import config_from_dict, TrainDiffusionPriorConfig, prepare_data, test_metrics, ground_truth_metrics
 from prior_nbdev.checkpoint import load_prior
+sys.path.insert(0, str(Path(__file__).parent))
+from ablate_demo import clip_id
 
 NAME = 'dalle2-pytorch 1.15.6 (demo defaults)'
 
@@ -71,7 +73,7 @@ def main():
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     name = NAME if args.train_seed is None else f'{NAME} (seed {args.train_seed})'
-    results[name] = dict(overrides=seeded or {}, steps=args.steps, seconds=round(seconds), metrics=metrics, methods=truth['methods'],
+    results[name] = dict(overrides=seeded or {}, clip=clip_id(), steps=args.steps, seconds=round(seconds), metrics=metrics, methods=truth['methods'],
                          probe_accuracy=truth['probe_accuracy'])
     out.write_text(json.dumps(results, indent=1))
     best = truth['methods']['prior, 1 candidate, cond_scale 1']

@@ -128,7 +128,7 @@ class ShapesTokenizer:
 # %% ../nbs/13_shapes.ipynb #0013
 SHAPES_CLIP_NAME = 'prior-nbdev-shapes'
 SHAPES_CLIP_CONFIG = dict(embed_dim=64,
-    vision_cfg=dict(image_size=IMAGE_SIZE, patch_size=8, width=128, layers=2, head_width=32, mlp_ratio=4.0),
+    vision_cfg=dict(image_size=IMAGE_SIZE, patch_size=4, width=192, layers=3, head_width=32, mlp_ratio=4.0),
     text_cfg=dict(context_length=12, vocab_size=len(VOCAB) + 2, width=128, heads=4, layers=2))
 ASSETS = Path(__file__).parent / 'assets' if '__file__' in globals() else Path('../prior_nbdev/assets')
 SHAPES_CLIP_WEIGHTS = ASSETS / 'shapes_clip.safetensors'

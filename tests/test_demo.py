@@ -7,7 +7,7 @@ from prior_nbdev.metrics import METRIC_KEYS, recall_at_k
 
 
 def test_packaged_clip_is_small_and_has_learned_the_world():
-    assert SHAPES_CLIP_WEIGHTS.stat().st_size < 2 * 2 ** 20
+    assert SHAPES_CLIP_WEIGHTS.stat().st_size < 4 * 2 ** 20          # 3.4 MiB in fp16
     clip = shapes_clip()
     images, captions = make_shapes_dataset(500, seed=777)
     image_embed = clip.embed_image(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)[0]
@@ -19,18 +19,18 @@ def test_packaged_clip_is_small_and_has_learned_the_world():
 
 
 def test_packaged_clip_sees_both_objects_and_the_decoder_draws_them():
-    "The CLIP binds attributes to positions (measured 0.89 colours, 0.98 arrangement); the decoder draws what it holds."
+    "The CLIP binds attributes to positions (measured 0.95-0.98 for every attribute of both objects); the decoder draws what it holds."
     from prior_nbdev.shapes import shapes_probes
     from prior_nbdev.decoder import SHAPES_DECODER_WEIGHTS, shapes_decoder, decoder_report
     clip = shapes_clip()
     probes, accuracy = shapes_probes(clip, n=3000, n_test=1000)
     assert min(accuracy[k] for k in ('count', 'color', 'shape', 'size', 'arrangement')) > 0.95, accuracy
-    assert min(accuracy[k] for k in ('a_color', 'b_color', 'a_size', 'b_size')) > 0.8, accuracy
+    assert min(accuracy[f'{o}_{k}'] for o in 'ab' for k in ('color', 'shape', 'size')) > 0.9, accuracy
     assert SHAPES_DECODER_WEIGHTS.stat().st_size < 2 ** 20
     report = decoder_report(shapes_decoder(), clip, probes, n=500)
     assert report['shape_pixel_accuracy'] > 0.5, report
-    for k in ('count', 'color', 'size'): assert report['probes_on_drawn'][k] > 0.9, report    # measured 0.97, 1.00, 1.00
-    assert report['probes_on_drawn']['shape'] > 0.5, report                                  # measured 0.70: edges are soft
+    for k in ('count', 'color', 'size'): assert report['probes_on_drawn'][k] > 0.9, report    # measured 0.995, 1.00, 1.00
+    assert report['probes_on_drawn']['shape'] > 0.5, report                                  # measured 0.69: edges are soft
 
 
 def test_demo_command_end_to_end(tmp_path):

@@ -26,6 +26,7 @@ def run(path:Path):
     try:
         for cell in nb.cells:
             if skip(cell): cell.outputs = []; cell.execution_count = None; continue
+            cell.outputs = []                    # execnb keeps a cell's old outputs when it prints nothing now
             shell.cell(cell)
             if shell.exc: raise RuntimeError(f'{path.name}: a cell failed:\n{cell.source[:500]}') from shell.exc
     finally: os.chdir(cwd)

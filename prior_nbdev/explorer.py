@@ -52,7 +52,7 @@ class PromptExplorer:
         drawn = 'drawn' in r
         ax = fig.add_axes([0.05, 0.15, 0.28 if drawn else 0.38, 0.75])
         ax.hist(self.baseline.numpy(), bins=40, color='C0', alpha=0.7, label='caption vs its own image (held out)')
-        ax.axvline(r['similarity'], color='C3', lw=2, label=f"sample vs prompt: {r['similarity']:.2f} ({r['percentile']:.0f}th pct)")
+        ax.axvline(r['similarity'], color='C3', lw=2, label=f"sample vs prompt: {r['similarity']:.2f} (percentile {r['percentile']:.0f})")
         ax.set_xlabel('cosine similarity'); ax.legend(fontsize=7, loc='upper left'); ax.set_title(repr(r['prompt']), fontsize=9)
         left, step = (0.55, 0.072) if drawn else (0.47, 0.088)
         if drawn:
@@ -104,7 +104,7 @@ def on_click(self:PromptExplorer, _=None):
     "Sample for the current widget values and draw the result in the output area."
     self.last = _show(self.output, lambda: self.run(self.prompt.value, self.cond_scale.value, self.candidates.value, self.steps.value),
                       self.figure, lambda r: f"{r['prompt']!r}: the sampled embedding's similarity to the prompt is {r['similarity']:.2f}, "
-                      f"the {r['percentile']:.0f}th percentile of held-out captions' similarity to their own images")
+                      f"at percentile {r['percentile']:.0f} of held-out captions' similarity to their own images")
 
 # %% ../nbs/18_explorer.ipynb #842b23a4
 @patch

@@ -31,7 +31,7 @@ How we got there (probes as above; A/B colour, shape, size):
   (the command above).
 On 2 CPU cores the packaged tower embeds about 330 images a second (the earlier one about 4,000).
 """
-import argparse, json, math, time
+import argparse, json, math, os, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -41,11 +41,6 @@ from safetensors.torch import save_file
 from prior_nbdev.shapes import (make_shapes_scenes, register_shapes_clip, shapes_clip, ShapesTokenizer, SHAPES_CLIP_WEIGHTS, SHAPES_CLIP_CONFIG,
                               Thing, ordered_pair, shapes_probes, side_of, LABELS)
 from prior_nbdev.metrics import recall_at_k
-
-
-def to_input(images:np.ndarray, mean, std)->torch.Tensor:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    return (x - torch.tensor(mean)[None, :, None, None]) / torch.tensor(std)[None, :, None, None]
 
 
 _CHOICES = {k: LABELS[k] for k in ("color", "shape", "size")}
@@ -114,7 +109,6 @@ def main():
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == 'cuda':
-        import os
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True, warn_only=True)
     unknown = set(args.vision) - set(SHAPES_CLIP_CONFIG['vision_cfg'])

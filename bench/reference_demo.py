@@ -1,6 +1,6 @@
 """dalle2-pytorch 1.15.6 trained exactly as `prior_nbdev_demo` trains ours, scored by the same code, side by side.
 
-    python bench/reference_demo.py [--steps 3000] [--threads 1] [--train_seed N] [--out bench/ablation_demo.json]
+    python bench/reference_demo.py [--steps 4000] [--threads 1] [--train_seed N] [--out bench/ablation_demo.json]
 
 The demo's pairs (24,000 of seed 2024, the packaged CLIP, labels in the metadata) are written once; the reference's own
 `DiffusionPrior`, `DiffusionPriorNetwork` and `DiffusionPriorTrainer` (AdamW, clipping, warm-up, cosine decay, its EMA
@@ -47,7 +47,7 @@ def train_reference(config:TrainDiffusionPriorConfig, train_loader, steps:int, p
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--steps', type=int, default=3000)
+    parser.add_argument('--steps', type=int, default=4000)
     parser.add_argument('--pairs', type=int, default=24_000)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--train_seed', type=int, help="train.random_seed (weights' start, batch order, sampling noise); the row is named '... (seed N)'")
@@ -74,7 +74,8 @@ def main():
     results = json.loads(out.read_text()) if out.exists() else {}
     name = NAME if args.train_seed is None else f'{NAME} (seed {args.train_seed})'
     results[name] = dict(overrides=seeded or {}, clip=clip_id(), steps=args.steps, seconds=round(seconds), metrics=metrics, methods=truth['methods'],
-                         probe_accuracy=truth['probe_accuracy'])
+                         probe_accuracy=truth['probe_accuracy'],
+                         data_entropy=truth['data_entropy'], diversity_rows=truth['diversity_rows'])
     out.write_text(json.dumps(results, indent=1))
     best = truth['methods']['prior, 1 candidate, cond_scale 1']
     print(f"{name}: {seconds:.0f}s (training)  sim. original image {metrics['similarity_with_original_image']:.3f}  "

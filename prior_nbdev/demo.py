@@ -73,7 +73,7 @@ def demo_embeddings(out:Path, num_pairs:int, progress:bool=True):
                           progress=progress)
     return images, captions, clip
 
-def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=3000, threads:int|None=None, progress:bool=True,
+def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=4000, threads:int|None=None, progress:bool=True,
              ground_truth:bool=True, probe_rows:int=10_000, overrides:dict|None=None, pictures:bool=True)->dict:
     "Generate the shapes world, embed it, train a prior, evaluate it on held-out pairs (and, with `ground_truth`, by what its samples depict); returns the test metrics."
     from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
@@ -110,7 +110,7 @@ def demo_main(argv:list[str]|None=None):
     parser = argparse.ArgumentParser(prog='prior_nbdev_demo', description='Train and evaluate a diffusion prior on the shapes world, offline.')
     parser.add_argument('--out', required=True, help='folder for embeddings, checkpoints, metrics.json and figures')
     parser.add_argument('--pairs', type=int, default=24_000, help='image-caption pairs to generate (1,000 each are held out for validation and test)')
-    parser.add_argument('--steps', type=int, default=3000, help='training steps')
+    parser.add_argument('--steps', type=int, default=4000, help='training steps')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--no_progress', action='store_true')
     parser.add_argument('--no_ground_truth', action='store_true', help='skip the probes (fidelity and diversity in metrics.json, ground_truth.png)')

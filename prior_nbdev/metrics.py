@@ -17,8 +17,9 @@ from .data import prior_inputs
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'OWN_LABELS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k', 'evaluate_prior', 'plot_training',
-           'LinearProbes', 'readings_rows', 'fidelity', 'entropy', 'open_entropy', 'fit_ridge', 'ClaimRules',
-           'ground_truth_report', 'ground_truth_lines', 'plot_ground_truth']
+           'LinearProbes', 'readings_rows', 'fidelity', 'entropy', 'open_entropies', 'open_entropy',
+           'data_open_entropy', 'fit_ridge', 'ClaimRules', 'ground_truth_report', 'ground_truth_lines',
+           'plot_ground_truth']
 
 # %% ../nbs/10_metrics.ipynb #0005
 def similarity_metrics(text_embed:Tensor,      # (b, d) text embeddings
@@ -237,21 +238,46 @@ def entropy(values:list)->float:
     p = counts / counts.sum()
     return float(-(p * p.log()).sum())
 
-def open_entropy(readings:list[dict[str, Tensor]], # K readings (name -> (n,)), one per embedding drawn for each of n captions
-                 claims:list,                      # the n captions' claims
-                 open_values:Callable[[object, dict[str, int]], dict[str, int]], # the world's rule: the open labels' values in a reading
-                )->dict[str, float]:
-    "Per open label, the entropy of its K values averaged over the captions that leave it open."
+def open_entropies(readings:list[dict[str, Tensor]], # K readings (name -> (n,)), one per embedding drawn for each of n captions
+                   claims:list,                      # the n captions' claims
+                   open_values:Callable[[object, dict[str, int]], dict[str, int]], # the world's rule: the open labels' values in a reading
+                  )->dict[str, list[float]]:
+    "Per open label, the entropy of its K values for each caption that leaves it open in all K readings."
     per_draw = [readings_rows(r) for r in readings]
     if any(len(rows) != len(claims) for rows in per_draw): raise ValueError(f'each of the K readings needs one row per claim ({len(claims)})')
-    sums, counts = Counter(), Counter()
+    out = {}
     for i, claim in enumerate(claims):
         values = {}
         for rows in per_draw:
             for name, v in open_values(claim, rows[i]).items(): values.setdefault(name, []).append(v)
         for name, vs in values.items():
-            if len(vs) == len(per_draw): sums[name] += entropy(vs); counts[name] += 1
-    return {name: sums[name] / counts[name] for name in sorted(counts)}
+            if len(vs) == len(per_draw): out.setdefault(name, []).append(entropy(vs))
+    return {name: out[name] for name in sorted(out)}
+
+def open_entropy(readings:list[dict[str, Tensor]], claims:list, open_values:Callable[[object, dict[str, int]], dict[str, int]])->dict[str, float]:
+    "Per open label, the entropy of its K values averaged over the captions that leave it open (see `open_entropies`)."
+    return {name: sum(es) / len(es) for name, es in open_entropies(readings, claims, open_values).items()}
+
+
+# %% ../nbs/10_metrics.ipynb #5d1e0a43
+def data_open_entropy(readings:dict[str, Tensor],   # name -> (N,) classes the probes read from the data's images
+                      pools:list[list[int]],        # per caption, the rows of `readings` whose images have that caption (at least k each)
+                      claims:list,                  # the captions' claims
+                      open_values:Callable[[object, dict[str, int]], dict[str, int]], # the world's rule
+                      k:int=4,                      # images per caption, as many as each method draws
+                      subsets:int=32,               # random K-subsets per caption the statistic is averaged over
+                      seed:int=0)->tuple[dict[str, float], dict[str, int]]:
+    "The data's `open_entropy` with K of its images per caption, averaged over random K-subsets of each pool; and per label how many captions leave it open."
+    if len(pools) != len(claims): raise ValueError(f'{len(pools)} pools for {len(claims)} claims')
+    if any(len(pool) < k for pool in pools): raise ValueError(f'every pool needs at least k={k} images')
+    gen = torch.Generator().manual_seed(seed)
+    sums, counts = Counter(), Counter()
+    for _ in range(subsets):
+        picks = [[pool[j] for j in torch.randperm(len(pool), generator=gen)[:k].tolist()] for pool in pools]
+        draws = [{n: v[[p[j] for p in picks]] for n, v in readings.items()} for j in range(k)]
+        for name, es in open_entropies(draws, claims, open_values).items(): sums[name] += sum(es); counts[name] += len(es)
+    return {n: sums[n] / counts[n] for n in sorted(counts)}, {n: round(counts[n] / subsets) for n in sorted(counts)}
+
 
 # %% ../nbs/10_metrics.ipynb #3a4f4a7a
 def fit_ridge(x:Tensor, y:Tensor, lam:float=1e-2)->Callable[[Tensor], Tensor]:
@@ -284,6 +310,7 @@ def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
                         *, labels:dict[str, Tensor]|None=None,                           # the held-out pairs' labels, for rules that use them
                         k:int=4, settings=((1, 1.), (2, 1.), (1, 2.), (2, 2.)),           # prior: (candidates, cond_scale)
                         timesteps:int=64, seed:int=0,
+                        min_rows:int=20, subsets:int=32,                                 # diversity: captions a ratio needs; the yardstick's K-subsets
                         text_encodings:Tensor|None=None)->dict:                       # held out, for priors conditioned on them
     "Fidelity and diversity of every method against the data's; a nested dict, JSON-ready."
     own = readings_rows(labels) if labels else [{}] * len(captions)
@@ -295,14 +322,15 @@ def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
     by_caption = {}
     for i, c in enumerate(train_captions): by_caption.setdefault(c, []).append(i)
     rows = [i for i, c in enumerate(captions) if len(by_caption.get(c, [])) >= k]
-    data_draws = [probes.read(train_image[[by_caption[captions[i]][j] for i in rows]]) for j in range(k)] if rows else []
-    data_entropy = open_entropy(data_draws, [claims[i] for i in rows], rules.open_values) if rows else {}
+    data_entropy, data_rows = data_open_entropy(probes.read(train_image), [by_caption[captions[i]] for i in rows], [claims[i] for i in rows],
+                                                rules.open_values, k=k, subsets=subsets, seed=seed) if rows else ({}, {})
+    measured = {n: h for n, h in data_entropy.items() if h > 0 and data_rows[n] >= min_rows}
     def score(draws:list[Tensor])->dict:
         readings = [probes.read(d) for d in draws]
         hit = torch.stack([fidelity(r, claims, rules.satisfied).float() for r in readings]).mean(0)
         ent = open_entropy([{n: v[rows] for n, v in r.items()} for r in readings], [claims[i] for i in rows], rules.open_values) if rows else {}
         return dict(fidelity=hit.mean().item(), **{f'fidelity_{g}': hit[ix].mean().item() for g, ix in sorted(groups.items())},
-                    diversity={n: ent.get(n, 0.) / h for n, h in data_entropy.items() if h > 0})
+                    diversity={n: ent.get(n, 0.) / h for n, h in measured.items()})
     ridge = fit_ridge(train_text, train_image)
     methods = {'text embedding': score([text_embed] * k), 'ridge (mean predictor)': score([ridge(text_embed)] * k),
                'own image (ceiling)': score([image_embed] * k)}
@@ -317,7 +345,7 @@ def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
         methods[f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale {cond_scale:g}'] = score(draws)
     ceiling = methods['own image (ceiling)']['fidelity']
     for m in methods.values(): m['fidelity_vs_ceiling'] = m['fidelity'] / ceiling if ceiling > 0 else float('nan')
-    return dict(methods=methods, data_entropy=data_entropy, k=k, captions=len(captions), diversity_captions=len(rows),
+    return dict(methods=methods, data_entropy=data_entropy, diversity_rows=data_rows, k=k, captions=len(captions), diversity_captions=len(rows),
                 groups={g: len(ix) for g, ix in sorted(groups.items())})
 
 def ground_truth_lines(report:dict)->list[str]:
@@ -350,7 +378,8 @@ def plot_ground_truth(report:dict, title:str='what the embeddings depict'):
     bx.imshow(ratios, cmap='viridis', vmin=0, vmax=1.2, aspect='auto')
     for (i, j), v in np.ndenumerate(ratios):
         if not np.isnan(v): bx.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=6.5, color='w' if v < 0.6 else 'k')
-    bx.set_xticks(range(len(labels)), labels, rotation=45, ha='right', fontsize=7); bx.set_yticks(y, [''] * len(names))
+    rows = report.get('diversity_rows', {})
+    bx.set_xticks(range(len(labels)), [f'{l} ({rows[l]})' if l in rows else l for l in labels], rotation=45, ha='right', fontsize=7); bx.set_yticks(y, [''] * len(names))
     bx.set_title(f"diversity: entropy of what K={report.get('k', '?')} embeddings show, / the data's", fontsize=9)
     fig.tight_layout()
     return fig

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from prior_nbdev.demo import demo_config, demo_embeddings
 from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
 from prior_nbdev.checkpoint import load_prior
-from prior_nbdev.clip import embed_pairs
+from prior_nbdev.data import validate_embeddings
 from prior_nbdev.metrics import LinearProbes, fidelity
-from prior_nbdev.shapes import make_shapes_scenes, scene_labels, parse_caption, satisfied
+from prior_nbdev.shapes import LABELS, parse_caption, satisfied
 
 SETTINGS = {   # one change each from the demo's defaults
     'demo defaults': {},
@@ -53,10 +53,11 @@ def main():
     results = json.loads(out.read_text()) if out.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        _, captions, clip = demo_embeddings(tmp, PAIRS, progress=False)
-        images, _, scenes = make_shapes_scenes(PAIRS, seed=2024)
-        image_embed, text_embed = embed_pairs(clip, images, captions, batch_size=2048)
-        labels = scene_labels(scenes)
+        demo_embeddings(tmp, PAIRS, progress=False)        # the demo's world, embedded once; read back below
+        emb = tmp / 'embeddings'
+        world = validate_embeddings(emb / 'img_emb', emb / 'text_emb', emb / 'metadata', label_columns=list(LABELS))
+        pairs = world.read(0, PAIRS)
+        image_embed, text_embed, captions, labels = pairs['image_embed'], pairs['text_embed'], pairs['captions'], world.read_labels(0, PAIRS)
         probes = LinearProbes.fit(image_embed[:10_000], {k: v[:10_000] for k, v in labels.items()})
         claims = [parse_caption(c) for c in captions]
         train_open = torch.tensor([i for i in range(10_000) if count_open(captions[i])])
@@ -69,8 +70,7 @@ def main():
             steps = overrides.pop('steps', args.steps)
             run = tmp / name.replace(' ', '_').replace(',', '')
             config = demo_config(run, num_pairs=PAIRS, steps=steps, threads=args.threads, overrides=overrides, ground_truth=False)
-            config['data'].update(image_url=str(tmp / 'embeddings' / 'img_emb'), text_url=str(tmp / 'embeddings' / 'text_emb'),
-                                  meta_url=str(tmp / 'embeddings' / 'metadata'))
+            config['data'].update(image_url=str(emb / 'img_emb'), text_url=str(emb / 'text_emb'), meta_url=str(emb / 'metadata'))
             start = time.time()
             train(config_from_dict(TrainDiffusionPriorConfig, config), progress=False)
             seconds = time.time() - start

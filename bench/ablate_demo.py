@@ -9,24 +9,35 @@ The demo chapter prints the table from the JSON this writes.
 """
 import argparse, hashlib, json, tempfile, time
 from pathlib import Path
-from prior_nbdev.demo import run_demo
+from prior_nbdev.demo import run_demo, merge, DEMO_STEPS
 from prior_nbdev.shapes import SHAPES_CLIP_WEIGHTS
 
-SETTINGS = {   # the demo's defaults, then one change each; the rows of the earlier table (lr 3e-4 defaults, 3,000 steps) say so
-    'demo defaults (4,000 steps)': {},
-    '3,000 steps (earlier defaults)': dict(steps=3000),
-    '8 heads': dict(prior=dict(net=dict(heads=8))),
-    # measured against the earlier defaults (lr 3e-4, 3,000 steps): bench/ablation_demo_clip_patch8.json
-    'lr 3e-4 (earlier defaults)': dict(steps=3000, train=dict(lr=3e-4)),
-    'text encodings too': dict(steps=3000, prior=dict(condition_on_text_encodings=True, net=dict(max_text_len=12)), train=dict(lr=3e-4)),
-    'v prediction': dict(steps=3000, prior=dict(predict_v=True, predict_x_start=False), train=dict(lr=3e-4)),
-    'self-conditioning': dict(steps=3000, prior=dict(net=dict(self_cond=True)), train=dict(lr=3e-4)),
-    'EMA warm-up': dict(steps=3000, train=dict(ema_warmup=True, lr=3e-4)),
-    'depth 6': dict(steps=3000, prior=dict(net=dict(depth=6)), train=dict(lr=3e-4)),
-    'depth 2': dict(steps=3000, prior=dict(net=dict(depth=2)), train=dict(lr=3e-4)),
-    '1,500 steps': dict(steps=1500, train=dict(lr=3e-4)),
-    '8 heads, lr 3e-4': dict(steps=3000, prior=dict(net=dict(heads=8)), train=dict(lr=3e-4)),
+EARLIER = dict(steps=4000, prior=dict(time_sampling='uniform', net=dict(ff_mult=4)))   # the defaults before logit-normal times
+def earlier(**change): return merge(EARLIER, change)
+
+SETTINGS = {   # the demo's defaults, then one change each; rows named '..., on the earlier defaults' change those
+    'demo defaults': {},
+    '4,000 steps': dict(steps=4000),
+    '3,000 steps': dict(steps=3000),
+    'feed-forward x4, 4,000 steps': dict(steps=4000, prior=dict(net=dict(ff_mult=4))),
+    'logit-normal times centred (mu 0)': dict(prior=dict(time_sampling_loc=0.)),
+    'logit-normal times, mu -0.75': dict(prior=dict(time_sampling_loc=-0.75)),
+    'earlier defaults (uniform times, feed-forward x4, 4,000 steps)': EARLIER,
+    '3,000 steps, on the earlier defaults': earlier(steps=3000),
+    '8 heads, on the earlier defaults': earlier(prior=dict(net=dict(heads=8))),
+    # measured against older defaults still (uniform times, feed-forward x4, lr 3e-4, 3,000 steps) and with the earlier
+    # CLIP: bench/ablation_demo_clip_patch8.json
+    'lr 3e-4 (earlier defaults)': earlier(steps=3000, train=dict(lr=3e-4)),
+    'text encodings too': earlier(steps=3000, prior=dict(condition_on_text_encodings=True, net=dict(max_text_len=12)), train=dict(lr=3e-4)),
+    'v prediction': earlier(steps=3000, prior=dict(predict_v=True, predict_x_start=False), train=dict(lr=3e-4)),
+    'self-conditioning': earlier(steps=3000, prior=dict(net=dict(self_cond=True)), train=dict(lr=3e-4)),
+    'EMA warm-up': earlier(steps=3000, train=dict(ema_warmup=True, lr=3e-4)),
+    'depth 6': earlier(steps=3000, prior=dict(net=dict(depth=6)), train=dict(lr=3e-4)),
+    'depth 2': earlier(steps=3000, prior=dict(net=dict(depth=2)), train=dict(lr=3e-4)),
+    '1,500 steps': earlier(steps=1500, train=dict(lr=3e-4)),
+    '8 heads, lr 3e-4': earlier(steps=3000, prior=dict(net=dict(heads=8)), train=dict(lr=3e-4)),
 }
+
 
 
 def clip_id()->str:
@@ -37,7 +48,7 @@ def clip_id()->str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--only', nargs='*', choices=list(SETTINGS), help='settings to run (default: the first three)')
-    parser.add_argument('--steps', type=int, default=4000)
+    parser.add_argument('--steps', type=int, default=DEMO_STEPS)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--train_seed', type=int, help="train.random_seed (weights' start, batch order, sampling noise); rows are named '... (seed N)'")
     parser.add_argument('--out', default=str(Path(__file__).with_name('ablation_demo.json')))

@@ -1,27 +1,29 @@
 """dalle2-pytorch 1.15.6 trained exactly as `prior_nbdev_demo` trains ours, scored by the same code, side by side.
 
-    python bench/reference_demo.py [--steps 4000] [--threads 1] [--train_seed N] [--out bench/ablation_demo.json]
+    python bench/reference_demo.py [--steps 3500] [--earlier] [--threads 1] [--train_seed N] [--out bench/ablation_demo.json]
 
 The demo's pairs (24,000 of seed 2024, the packaged CLIP, labels in the metadata) are written once; the reference's own
 `DiffusionPrior`, `DiffusionPriorNetwork` and `DiffusionPriorTrainer` (AdamW, clipping, warm-up, cosine decay, its EMA
 with the demo's beta 0.995 updated every step after step 100) train on the very batches our training command reads (our
-`PriorLoader`, same seed), with the demo's model and optimiser settings. Its checkpoint, saved by its own trainer, is
+`PriorLoader`, same seed), with the demo's model and optimiser settings (its training steps are drawn uniformly: it has no other way). Its checkpoint, saved by its own trainer, is
 loaded with `load_prior` and scored by the training chapter's `test_metrics` path (`evaluate_prior`: the seed's seven
 metrics, best of 2 at 64 steps) and `ground_truth_metrics` (fidelity, diversity), so only the training differs.
-The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the ablation JSON the demo chapter prints.
+The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the ablation JSON the demo chapter prints;
+`--earlier` trains it with the demo's earlier defaults instead (feed-forward x4, 4,000 steps): '... (earlier defaults)'.
 """
 import argparse, json, os, sys, tempfile, time
 os.environ.setdefault('TQDM_DISABLE', '1')
 from pathlib import Path
 from types import SimpleNamespace
 import torch
-from prior_nbdev.demo import demo_config, demo_embeddings
+from prior_nbdev.demo import demo_config, demo_embeddings, merge, DEMO_STEPS
 from prior_nbdev.train import config_from_dict, TrainDiffusionPriorConfig, prepare_data, test_metrics, ground_truth_metrics
 from prior_nbdev.checkpoint import load_prior
 sys.path.insert(0, str(Path(__file__).parent))
 from ablate_demo import clip_id
 
 NAME = 'dalle2-pytorch 1.15.6 (demo defaults)'
+EARLIER = dict(prior=dict(time_sampling='uniform', net=dict(ff_mult=4)))   # and 4,000 steps
 
 
 def train_reference(config:TrainDiffusionPriorConfig, train_loader, steps:int, path:Path):
@@ -29,7 +31,7 @@ def train_reference(config:TrainDiffusionPriorConfig, train_loader, steps:int, p
     from dalle2_pytorch.trainer import DiffusionPriorTrainer as RefTrainer
     p, n, tc = config.prior, config.prior.net, config.train
     torch.manual_seed(tc.random_seed)
-    net = ref.DiffusionPriorNetwork(dim=n.dim, depth=n.depth, dim_head=n.dim_head, heads=n.heads, max_text_len=n.max_text_len,
+    net = ref.DiffusionPriorNetwork(dim=n.dim, depth=n.depth, dim_head=n.dim_head, heads=n.heads, ff_mult=n.ff_mult, max_text_len=n.max_text_len,
                                     num_timesteps=n.num_timesteps, normformer=n.normformer)
     prior = ref.DiffusionPrior(net, image_embed_dim=p.image_embed_dim, timesteps=p.timesteps, cond_drop_prob=p.cond_drop_prob,
                                condition_on_text_encodings=False)
@@ -47,17 +49,20 @@ def train_reference(config:TrainDiffusionPriorConfig, train_loader, steps:int, p
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--steps', type=int, default=4000)
+    parser.add_argument('--steps', type=int, help="training steps (default: the demo's; 4,000 with --earlier)")
+    parser.add_argument('--earlier', action='store_true', help="the demo's earlier defaults (uniform times, feed-forward x4, 4,000 steps)")
     parser.add_argument('--pairs', type=int, default=24_000)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--train_seed', type=int, help="train.random_seed (weights' start, batch order, sampling noise); the row is named '... (seed N)'")
     parser.add_argument('--out', default=str(Path(__file__).with_name('ablation_demo.json')))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.steps is None: args.steps = 4000 if args.earlier else DEMO_STEPS
     with tempfile.TemporaryDirectory() as tmp:
         tmp, start = Path(tmp), time.time()
         demo_embeddings(tmp, args.pairs, progress=False)
         seeded = None if args.train_seed is None else dict(train=dict(random_seed=args.train_seed))
+        if args.earlier: seeded = merge(EARLIER, seeded)
         config = config_from_dict(TrainDiffusionPriorConfig, demo_config(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads,
                                                                          overrides=seeded))
         train_loader, eval_loader = prepare_data(config)
@@ -66,13 +71,14 @@ def main():
         # what the weights cannot tell (the reference's checkpoints carry no config)
         settle = dict(condition_on_text_encodings=False, cond_drop_prob=config.prior.cond_drop_prob, timesteps=config.prior.timesteps)
         online, ema = (load_prior(tmp / 'reference.pt', use_ema=use, **settle).eval() for use in (False, True))
-        assert online.net.config.depth == config.prior.net.depth and online.net.config.normformer == config.prior.net.normformer
+        assert (online.net.config.depth, online.net.config.normformer, online.net.config.ff_mult) == (config.prior.net.depth, config.prior.net.normformer, config.prior.net.ff_mult)
         as_trainer = SimpleNamespace(unwrapped_prior=online, ema_model=ema, steps_done=args.steps)   # what test_metrics reads of a trainer
         metrics = test_metrics(as_trainer, eval_loader('test'), config.train)
         truth = ground_truth_metrics(ema, train_loader, eval_loader('test'), config)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
-    name = NAME if args.train_seed is None else f'{NAME} (seed {args.train_seed})'
+    name = NAME.replace('demo defaults', 'earlier defaults') if args.earlier else NAME
+    name = name if args.train_seed is None else f'{name} (seed {args.train_seed})'
     results[name] = dict(overrides=seeded or {}, clip=clip_id(), steps=args.steps, seconds=round(seconds), metrics=metrics, methods=truth['methods'],
                          probe_accuracy=truth['probe_accuracy'],
                          data_entropy=truth['data_entropy'], diversity_rows=truth['diversity_rows'])

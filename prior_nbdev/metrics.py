@@ -331,18 +331,33 @@ def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
         ent = open_entropy([{n: v[rows] for n, v in r.items()} for r in readings], [claims[i] for i in rows], rules.open_values) if rows else {}
         return dict(fidelity=hit.mean().item(), **{f'fidelity_{g}': hit[ix].mean().item() for g, ix in sorted(groups.items())},
                     diversity={n: ent.get(n, 0.) / h for n, h in measured.items()})
+    def _mean_scores(scores:list[dict])->dict:
+        return {key: ({n: float(np.mean([sc[key][n] for sc in scores])) for n in value} if isinstance(value, dict)
+                      else float(np.mean([sc[key] for sc in scores]))) for key, value in scores[0].items()}
     ridge = fit_ridge(train_text, train_image)
     methods = {'text embedding': score([text_embed] * k), 'ridge (mean predictor)': score([ridge(text_embed)] * k),
                'own image (ceiling)': score([image_embed] * k)}
-    gen = torch.Generator().manual_seed(seed)
-    for candidates, cond_scale in settings:
+    gen, sampled = torch.Generator().manual_seed(seed), {}
+    text_unit = F.normalize(text_embed.float(), dim=-1)
+    for cond_scale in dict.fromkeys(s for _, s in settings):
+        # each guidance strength is sampled once, k draws of the most candidates any setting asks for; a setting with
+        # fewer candidates keeps the first ones of each draw (the same distribution as sampling it on its own)
+        most = max(c for c, s in settings if s == cond_scale)
         draws = []
         for _ in range(k):
             torch.manual_seed(int(torch.randint(0, 2 ** 31, (), generator=gen)))
-            draws.append(prior.sample(text_embed=text_embed.to(prior.device), num_samples_per_batch=candidates,
-                                      text_encodings=None if text_encodings is None else text_encodings.to(prior.device),
-                                      cond_scale=cond_scale, timesteps=timesteps).float().cpu())
-        methods[f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale {cond_scale:g}'] = score(draws)
+            draws.append(prior.sample(text_embed=text_embed.to(prior.device).repeat_interleave(most, 0), num_samples_per_batch=1,
+                                      text_encodings=None if text_encodings is None else text_encodings.to(prior.device).repeat_interleave(most, 0),
+                                      cond_scale=cond_scale, timesteps=timesteps).float().cpu().view(len(captions), most, -1))
+        for candidates in sorted({c for c, s in settings if s == cond_scale}):
+            # the most text-similar of `candidates`, as `prior.sample(num_samples_per_batch=candidates)` picks; the draws hold
+            # most // candidates disjoint groups of them, each a full set of k draws: scored apart and averaged (less noise)
+            def pick(d, g):
+                group = d[:, g * candidates:(g + 1) * candidates]
+                return group[torch.arange(len(d)), (F.normalize(group, dim=-1) @ text_unit[:, :, None])[..., 0].argmax(1)]
+            sampled[candidates, cond_scale] = _mean_scores([score([pick(d, g) for d in draws]) for g in range(most // candidates)])
+    for candidates, cond_scale in settings:
+        methods[f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale {cond_scale:g}'] = sampled[candidates, cond_scale]
     ceiling = methods['own image (ceiling)']['fidelity']
     for m in methods.values(): m['fidelity_vs_ceiling'] = m['fidelity'] / ceiling if ceiling > 0 else float('nan')
     return dict(methods=methods, data_entropy=data_entropy, diversity_rows=data_rows, k=k, captions=len(captions), diversity_captions=len(rows),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from torch import nn, Tensor
 from fastcore.basics import patch
 from huggingface_hub import ModelHubMixin
-from .schedule import NoiseScheduler, BETA_SCHEDULES
+from .schedule import NoiseScheduler, BETA_SCHEDULES, TIME_SAMPLINGS
 from .network import DiffusionPriorNetwork, Config, NetConfig
 
 # %% auto #0
@@ -43,6 +43,9 @@ class PriorConfig(Config):
     predict_x_start:bool=True            # the network predicts x0 (else the noise)
     predict_v:bool=False                 # the network predicts v (takes precedence over predict_x_start)
     beta_schedule:str='cosine'           # see `BETA_SCHEDULES`
+    time_sampling:str='uniform'          # training timesteps: 'uniform' (the reference) or 'logit_normal' (schedule chapter)
+    time_sampling_loc:float=0.           # logit_normal: centre in logit space (< 0: towards less noise)
+    time_sampling_scale:float=1.         # logit_normal: spread in logit space
     condition_on_text_encodings:bool=True # feed per-token text encodings to the network
     sampling_clamp_l2norm:bool=False     # re-normalise each x0 estimate to length image_embed_scale while sampling
     sampling_final_clamp_l2norm:bool=False # re-normalise the final sample
@@ -65,6 +68,8 @@ class PriorConfig(Config):
                f'sample_timesteps must lie in [1, timesteps={self.timesteps}], got {self.sample_timesteps}')
         self.require(self.loss_type in LOSSES, f'unknown loss_type {self.loss_type!r}; expected one of {sorted(LOSSES)}')
         self.require(self.beta_schedule in BETA_SCHEDULES, f'unknown beta_schedule {self.beta_schedule!r}; expected one of {sorted(BETA_SCHEDULES)}')
+        self.require(self.time_sampling in TIME_SAMPLINGS, f'unknown time_sampling {self.time_sampling!r}; expected one of {list(TIME_SAMPLINGS)}')
+        self.require(self.time_sampling_scale > 0, f'time_sampling_scale must be > 0, got {self.time_sampling_scale}')
         self.require(not (self.predict_v and self.training_clamp_l2norm),
                'training_clamp_l2norm normalises an x0 prediction, but predict_v=True makes the network predict v')
         self.require(self.clip is None or (isinstance(self.clip, dict) and 'make' in self.clip),
@@ -210,5 +215,6 @@ def forward(self:DiffusionPrior, text:Tensor|None=None, image:Tensor|None=None, 
         raise ValueError(f'image_embed must be (batch, {self.image_embed_dim}), got {tuple(image_embed.shape)}')
     if image_embed.shape[0] != text_cond['text_embed'].shape[0]:
         raise ValueError(f"image_embed has {image_embed.shape[0]} rows but text_embed has {text_cond['text_embed'].shape[0]}")
-    times = self.noise_scheduler.sample_random_times(image_embed.shape[0])
+    how = (self.config.time_sampling, self.config.time_sampling_loc, self.config.time_sampling_scale) if self.training else ()
+    times = self.noise_scheduler.sample_random_times(image_embed.shape[0], *how)
     return self.p_losses(image_embed * self.image_embed_scale, times, text_cond)

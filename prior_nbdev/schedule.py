@@ -11,9 +11,9 @@ from torch import nn, Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'cosine_beta_schedule', 'linear_beta_schedule', 'quadratic_beta_schedule', 'sigmoid_beta_schedule',
-           'jsd_beta_schedule', 'make_betas', 'at_timesteps', 'NoiseScheduler', 'ddpm_step', 'ddim_step',
-           'dalle2_ddim_times', 'ddim_times']
+__all__ = ['BETA_SCHEDULES', 'TIME_SAMPLINGS', 'cosine_beta_schedule', 'linear_beta_schedule', 'quadratic_beta_schedule',
+           'sigmoid_beta_schedule', 'jsd_beta_schedule', 'make_betas', 'at_timesteps', 'NoiseScheduler', 'ddpm_step',
+           'ddim_step', 'dalle2_ddim_times', 'ddim_times']
 
 # %% ../nbs/01_schedule.ipynb #0006
 def cosine_beta_schedule(timesteps:int, # Number of diffusion steps T
@@ -118,10 +118,20 @@ def q_sample(self:NoiseScheduler, x_start:Tensor, t:Tensor, noise:Tensor|None=No
     noise = _noise_or_new(noise, x_start)
     return at_timesteps(self.sqrt_alphas_cumprod, t, x_start) * x_start + at_timesteps(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise
 
+TIME_SAMPLINGS = ('uniform', 'logit_normal')
+
 @patch
-def sample_random_times(self:NoiseScheduler, batch:int)->Tensor:
-    "`batch` timesteps drawn uniformly from 0..T-1."
-    return torch.randint(0, self.num_timesteps, (batch,), device=self.betas.device, dtype=torch.long)
+def sample_random_times(self:NoiseScheduler, batch:int,
+                        how:str='uniform', # 'uniform' over 0..T-1, or 'logit_normal': t/T = sigmoid(loc + scale·z), z ~ N(0, 1)
+                        loc:float=0.,      # logit_normal: centre in logit space (0: the middle step; < 0: towards less noise)
+                        scale:float=1.,    # logit_normal: spread in logit space
+                       )->Tensor:
+    "`batch` training timesteps from 0..T-1, drawn as `how` says."
+    if how == 'uniform': return torch.randint(0, self.num_timesteps, (batch,), device=self.betas.device, dtype=torch.long)
+    if how != 'logit_normal': raise ValueError(f'unknown time sampling {how!r}; expected one of {list(TIME_SAMPLINGS)}')
+    if not scale > 0: raise ValueError(f'the logit-normal time sampling needs scale > 0, got {scale}')
+    u = torch.sigmoid(loc + scale * torch.randn(batch, device=self.betas.device))
+    return (u * self.num_timesteps).long().clamp(max=self.num_timesteps - 1)
 
 # %% ../nbs/01_schedule.ipynb #0024
 @patch

@@ -17,7 +17,8 @@ PRIOR_VALUES = dict(net=None, image_embed_dim=None, clip=dict(make='open_clip', 
                     image_size=64, image_channels=1, timesteps=30, sample_timesteps=7, cond_drop_prob=0.3, text_cond_drop_prob=0.2,
                     image_cond_drop_prob=0.1, loss_type='huber', predict_x_start=False, predict_v=True, beta_schedule='linear',
                     condition_on_text_encodings=False, sampling_clamp_l2norm=True, sampling_final_clamp_l2norm=True,
-                    training_clamp_l2norm=True, init_image_embed_l2norm=True, image_embed_scale=2.5, guidance=True)
+                    training_clamp_l2norm=True, init_image_embed_l2norm=True, image_embed_scale=2.5, guidance=True,
+                    time_sampling='logit_normal', time_sampling_loc=-0.5, time_sampling_scale=0.8)
 
 
 def configs():

@@ -1,12 +1,12 @@
 """Train the shapes world's demo prior and write prior_nbdev/assets/shapes_prior.safetensors (its EMA weights, fp32).
 
-`python tools/train_shapes_prior.py` runs `prior_nbdev_demo` with its defaults (24,000 pairs, 4,000 steps, seed 2024;
+`python tools/train_shapes_prior.py` runs `prior_nbdev_demo` with its defaults (24,000 pairs, `DEMO_STEPS` = 3,500 steps, seed 2024;
 about 4 minutes on two CPU threads) in a temporary folder and keeps the prior, so that the generation chapter, the sampling
 command's examples and the explorer start without training. Deterministic for a given torch build and thread count.
 """
 import argparse, json, tempfile
 from pathlib import Path
-from prior_nbdev.demo import run_demo
+from prior_nbdev.demo import run_demo, DEMO_STEPS
 from prior_nbdev.shapes import ASSETS
 from prior_nbdev.checkpoint import load_prior, save_prior
 
@@ -14,7 +14,7 @@ from prior_nbdev.checkpoint import load_prior, save_prior
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--pairs', type=int, default=24_000)
-    parser.add_argument('--steps', type=int, default=4000)
+    parser.add_argument('--steps', type=int, default=DEMO_STEPS)
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--out', default=str(ASSETS / 'shapes_prior.safetensors'))
     args = parser.parse_args()

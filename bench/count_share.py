@@ -26,10 +26,11 @@ from prior_nbdev.checkpoint import load_prior
 from prior_nbdev.data import validate_embeddings
 from prior_nbdev.metrics import LinearProbes, fidelity
 from prior_nbdev.shapes import LABELS, parse_caption, satisfied
+from ablate_demo import EARLIER   # bench/ is the script's folder, first on sys.path
 
 SETTINGS = {   # one change each from the demo's defaults (logit-normal times centred at mu = -0.5, feed-forward x8)
     'demo defaults': {},
-    'earlier defaults (uniform times, feed-forward x4, 4,000 steps)': dict(steps=4000, prior=dict(time_sampling='uniform', net=dict(ff_mult=4))),
+    'earlier defaults (uniform times, feed-forward x4, 4,000 steps)': EARLIER,
     'uniform times': dict(prior=dict(time_sampling='uniform')),
     'feed-forward x4': dict(prior=dict(net=dict(ff_mult=4))),
     'logit-normal times, mu 0': dict(prior=dict(time_sampling_loc=0.)),

@@ -20,10 +20,9 @@ from prior_nbdev.demo import demo_config, demo_embeddings, merge, DEMO_STEPS
 from prior_nbdev.train import config_from_dict, TrainDiffusionPriorConfig, prepare_data, test_metrics, ground_truth_metrics
 from prior_nbdev.checkpoint import load_prior
 sys.path.insert(0, str(Path(__file__).parent))
-from ablate_demo import clip_id
+from ablate_demo import clip_id, EARLIER
 
 NAME = 'dalle2-pytorch 1.15.6 (demo defaults)'
-EARLIER = dict(prior=dict(time_sampling='uniform', net=dict(ff_mult=4)))   # and 4,000 steps
 
 
 def train_reference(config:TrainDiffusionPriorConfig, train_loader, steps:int, path:Path):
@@ -57,12 +56,12 @@ def main():
     parser.add_argument('--out', default=str(Path(__file__).with_name('ablation_demo.json')))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.steps is None: args.steps = 4000 if args.earlier else DEMO_STEPS
+    if args.steps is None: args.steps = EARLIER['steps'] if args.earlier else DEMO_STEPS
     with tempfile.TemporaryDirectory() as tmp:
         tmp, start = Path(tmp), time.time()
         demo_embeddings(tmp, args.pairs, progress=False)
         seeded = None if args.train_seed is None else dict(train=dict(random_seed=args.train_seed))
-        if args.earlier: seeded = merge(EARLIER, seeded)
+        if args.earlier: seeded = merge({k: v for k, v in EARLIER.items() if k != 'steps'}, seeded)
         config = config_from_dict(TrainDiffusionPriorConfig, demo_config(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads,
                                                                          overrides=seeded))
         train_loader, eval_loader = prepare_data(config)

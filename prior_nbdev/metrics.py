@@ -14,6 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch import Tensor
 from .data import prior_inputs
+from .sampling import most_text_similar
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'OWN_LABELS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k', 'evaluate_prior', 'plot_training',
@@ -338,7 +339,7 @@ def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
     methods = {'text embedding': score([text_embed] * k), 'ridge (mean predictor)': score([ridge(text_embed)] * k),
                'own image (ceiling)': score([image_embed] * k)}
     gen, sampled = torch.Generator().manual_seed(seed), {}
-    text_unit = F.normalize(text_embed.float(), dim=-1)
+    text_float = text_embed.float()
     for cond_scale in dict.fromkeys(s for _, s in settings):
         # each guidance strength is sampled once, k draws of the most candidates any setting asks for; a setting with
         # fewer candidates keeps the first ones of each draw (the same distribution as sampling it on its own)
@@ -352,9 +353,7 @@ def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
         for candidates in sorted({c for c, s in settings if s == cond_scale}):
             # the most text-similar of `candidates`, as `prior.sample(num_samples_per_batch=candidates)` picks; the draws hold
             # most // candidates disjoint groups of them, each a full set of k draws: scored apart and averaged (less noise)
-            def pick(d, g):
-                group = d[:, g * candidates:(g + 1) * candidates]
-                return group[torch.arange(len(d)), (F.normalize(group, dim=-1) @ text_unit[:, :, None])[..., 0].argmax(1)]
+            def pick(d, g): return most_text_similar(d[:, g * candidates:(g + 1) * candidates], text_float)[0]
             sampled[candidates, cond_scale] = _mean_scores([score([pick(d, g) for d in draws]) for g in range(most // candidates)])
     for candidates, cond_scale in settings:
         methods[f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale {cond_scale:g}'] = sampled[candidates, cond_scale]

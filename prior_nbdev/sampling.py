@@ -12,7 +12,7 @@ from .schedule import ddpm_step, ddim_step, dalle2_ddim_times, ddim_times
 from .prior import DiffusionPrior, l2norm
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'randn_rows', 'cuda_graphed']
+__all__ = ['SAMPLERS', 'randn_rows', 'cuda_graphed', 'most_text_similar']
 
 # %% ../nbs/05_sampling.ipynb #0016
 def randn_rows(like:Tensor, generator=None)->Tensor:
@@ -210,6 +210,17 @@ def _tokens(self:DiffusionPrior, text):
         raise ValueError('text given as strings needs a CLIP adapter with a tokenizer: build the prior with clip=..., or pass token ids or text_embed')
     return self.clip.tokenize(list(text))
 
+# %% ../nbs/05_sampling.ipynb #b3f1c2a1
+def most_text_similar(candidates:Tensor, # (b, r, d): r candidate image embeddings per text
+                      text_embed:Tensor, # (b, d): the texts' embeddings
+                     )->tuple[Tensor, Tensor]: # the kept candidates (b, d) and their indices (b,)
+    "Per text, the candidate with the highest cosine similarity to it: how `sample` keeps one of `num_samples_per_batch`."
+    if candidates.ndim != 3 or text_embed.shape != (candidates.shape[0], candidates.shape[2]):
+        raise ValueError(f'candidates (b, r, d) and text_embed (b, d) expected, got {tuple(candidates.shape)} and {tuple(text_embed.shape)}')
+    similarity = (l2norm(text_embed)[:, None] * l2norm(candidates)).sum(-1)   # (b, r)
+    best = similarity.argmax(dim=1)
+    return candidates[torch.arange(len(candidates), device=candidates.device), best], best
+
 # %% ../nbs/05_sampling.ipynb #11af492e
 @patch
 @torch.no_grad()
@@ -262,9 +273,7 @@ def sample(self:DiffusionPrior, text:Tensor|list[str]|None=None, num_samples_per
     finally:
         self.train(was_training)
     candidates, trajectory = out if return_intermediates else (out, None)
-    candidates = candidates.view(batch * n, r, -1)
-    similarity = (l2norm(text_cond['text_embed']).repeat_interleave(n, 0)[:, None] * l2norm(candidates)).sum(-1)  # (b*n, r)
-    rows, best = torch.arange(batch * n, device=candidates.device), similarity.argmax(dim=1)
-    if trajectory is None: return candidates[rows, best]
-    pick = lambda s: s.view(s.shape[0], batch * n, r, -1)[:, rows.cpu(), best.cpu()]
-    return candidates[rows, best], dict(t=trajectory['t'], x_t=pick(trajectory['x_t']), x0=pick(trajectory['x0']))
+    kept, best = most_text_similar(candidates.view(batch * n, r, -1), text_cond['text_embed'].repeat_interleave(n, 0))
+    if trajectory is None: return kept
+    pick = lambda s: s.view(s.shape[0], batch * n, r, -1)[:, torch.arange(batch * n), best.cpu()]
+    return kept, dict(t=trajectory['t'], x_t=pick(trajectory['x_t']), x0=pick(trajectory['x0']))

@@ -22,6 +22,8 @@ SETTINGS = {   # the demo's defaults, then one change each; rows named '..., on 
     'feed-forward x4, 4,000 steps': dict(steps=4000, prior=dict(net=dict(ff_mult=4))),
     'logit-normal times centred (mu 0)': dict(prior=dict(time_sampling_loc=0.)),
     'logit-normal times, mu -0.75': dict(prior=dict(time_sampling_loc=-0.75)),
+    'logit-normal spread 1.3': dict(prior=dict(time_sampling_scale=1.3)),
+    'logit-normal spread 0.8': dict(prior=dict(time_sampling_scale=0.8)),
     'earlier defaults (uniform times, feed-forward x4, 4,000 steps)': EARLIER,
     '3,000 steps, on the earlier defaults': earlier(steps=3000),
     '8 heads, on the earlier defaults': earlier(prior=dict(net=dict(heads=8))),

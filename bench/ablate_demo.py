@@ -24,6 +24,7 @@ SETTINGS = {   # the demo's defaults, then one change each; rows named '..., on 
     'logit-normal times, mu -0.75': dict(prior=dict(time_sampling_loc=-0.75)),
     'logit-normal spread 1.3': dict(prior=dict(time_sampling_scale=1.3)),
     'logit-normal spread 0.8': dict(prior=dict(time_sampling_scale=0.8)),
+    'lr 2e-3': dict(train=dict(lr=2e-3)),
     'earlier defaults (uniform times, feed-forward x4, 4,000 steps)': EARLIER,
     '3,000 steps, on the earlier defaults': earlier(steps=3000),
     '8 heads, on the earlier defaults': earlier(prior=dict(net=dict(heads=8))),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_checkpoint.ipynb #0002
 from __future__ import annotations
-import dataclasses, json, os, pickle, sys, tempfile, zipfile
+import _compat_pickle, dataclasses, io, json, os, pickle, pickletools, re, sys, tempfile, zipfile
 from pathlib import Path
 import torch
 from fastcore.basics import patch
@@ -13,11 +13,13 @@ from . import __version__
 from .schedule import make_betas, BETA_SCHEDULES
 from .network import NetConfig
 from .prior import DiffusionPrior, PriorConfig
-from .legacy import NUMERICS, CURRENT, numerics_for_release, detect_numerics, prior_from_config
+from .legacy import NUMERICS, CURRENT, numerics_for_release, detect_numerics, prior_from_config, network_from_config
 
 # %% auto #0
-__all__ = ['PRETRAINED_WEIGHTS', 'atomic_write', 'atomic_torch_save', 'UnsafeCheckpointError', 'DroppedObject', 'read_checkpoint',
-           'prior_config', 'stored_config', 'write_line', 'prior_state', 'infer_net_config', 'infer_schedule',
+__all__ = ['SAFE_GLOBALS', 'MAX_PICKLE_OPS', 'MAX_TIMESTEPS', 'PRETRAINED_WEIGHTS', 'atomic_write', 'atomic_torch_save',
+           'UnsafeCheckpointError', 'shown', 'checkpoint_format', 'DroppedObject', 'StoredVersion', 'version_string',
+           'scan_pickle', 'check_archive', 'check_loaded', 'read_checkpoint', 'write_line', 'prior_config',
+           'stored_config', 'prior_state', 'infer_net_config', 'infer_schedule', 'fit_problem', 'check_fits',
            'inferred_config', 'load_prior', 'weights_to_save', 'save_prior', 'load_prior_weights']
 
 # %% ../nbs/08_checkpoint.ipynb #7d4f7408
@@ -39,82 +41,203 @@ def atomic_torch_save(obj, path:str|Path):
     "torch.save, atomically (see `atomic_write`)."
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
+# %% ../nbs/08_checkpoint.ipynb #64195dcf
 class UnsafeCheckpointError(ValueError):
-    "A checkpoint that would need code (a class or function we do not allow) to unpickle."
+    "A checkpoint refused before it could run code or cost more than it holds: it names the file and the reason."
 
-# What checkpoints legitimately contain: tensors and their storages, containers, numbers, and the `packaging` version
-# object the reference stores. Anything else is refused before it can be called.
-_SAFE_GLOBALS = {('collections', 'OrderedDict'), ('torch._utils', '_rebuild_tensor_v2'), ('torch._utils', '_rebuild_tensor'),
-                 ('torch._utils', '_rebuild_parameter'), ('torch._utils', '_rebuild_parameter_with_state'),
-                 ('torch._tensor', '_rebuild_from_type_v2'), ('torch', 'Size'), ('torch', 'device'),
-                 ('torch.nn.parameter', 'Parameter'), ('collections', 'defaultdict'), ('builtins', 'set'), ('builtins', 'frozenset'),
-                 ('builtins', 'slice'), ('builtins', 'dict'), ('builtins', 'list'), ('builtins', 'tuple'), ('builtins', 'int'), ('builtins', 'float'),
-                 ('packaging.version', 'Version'), ('packaging.version', '_Version'),
-                 ('packaging._structures', 'InfinityType'), ('packaging._structures', 'NegativeInfinityType')}
-# Harmless objects the reference pickles that we replace by inert placeholders and drop: its warmup scheduler object
-# (pytorch_warmup), which drags in the optimizer object it wraps.
-_DROPPED_MODULES = ('pytorch_warmup', 'torch.optim')
+def shown(text, limit:int=80)->str:
+    "`text` as it is safe to print: control characters escaped (no terminal escapes from a file), cut at `limit`."
+    text = str(text).encode('unicode_escape').decode('ascii')
+    return text if len(text) <= limit else text[:limit] + '...'
 
+def checkpoint_format(path:str|Path)->str:
+    "How torch stored `path`, from its first bytes: 'zip' (torch ≥ 1.6), 'legacy' (a pickle stream), 'tar' (torch < 0.4), or 'unknown'."
+    with open(path, 'rb') as f: head = f.read(512)
+    if head.startswith(b'PK\x03\x04'): return 'zip'
+    if len(head) > 262 and head[257:262] == b'ustar': return 'tar'
+    if head[:1] == b'\x80': return 'legacy'
+    return 'unknown'
+
+# %% ../nbs/08_checkpoint.ipynb #eaad449c
 class DroppedObject:
-    "Inert stand-in for a pickled object we do not rebuild; records what it was and never runs its code."
-    def __init__(self, *args, **kwargs): pass
+    "Inert stand-in for an object the reference pickles and we never rebuild (its warmup scheduler, the optimizer inside it)."
+    def __new__(cls, *args, **kwargs): return object.__new__(cls)
     def __setstate__(self, state): pass
-    def __call__(self, *args, **kwargs): return DroppedObject()
 
-def _dropped_class(qualname:str):
-    return type(qualname.rsplit('.', 1)[-1], (DroppedObject,), {'qualname': qualname})
+def _as_dict(*args): return {}   # `collections.defaultdict`: a plain dict (its factory is never called)
 
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module:str, name:str):
-        import _compat_pickle  # protocol-2 pickles use Python 2 names (__builtin__.dict): map them as pickle itself does
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
-        if (module, name) in _SAFE_GLOBALS: return super().find_class(module, name)
-        if module == 'torch' and isinstance(getattr(torch, name, None), torch.dtype): return getattr(torch, name)
-        if module.startswith(_DROPPED_MODULES): return _dropped_class(f'{module}.{name}')
-        raise UnsafeCheckpointError(f'{module}.{name}')
+_DROPPED = [f'pytorch_warmup.{m}' for m in ('base.LinearWarmup', 'base.ExponentialWarmup', 'untuned.UntunedLinearWarmup',
+            'untuned.UntunedExponentialWarmup', 'radam.RAdamWarmup')] + ['torch.optim.adamw.AdamW', 'torch.optim.adam.Adam']
 
-class _SafePickleModule:
-    "The `pickle_module` torch.load uses: our restricted Unpickler, the standard everything else."
-    Unpickler = _SafeUnpickler
-    def __getattr__(self, name): return getattr(pickle, name)
+# %% ../nbs/08_checkpoint.ipynb #f271cd25
+class StoredVersion(str):
+    "The `packaging` version the reference stores, read as plain data: its string, e.g. '1.15.6'."
+    def __new__(cls, *args): return str.__new__(cls, '')
+    def __setstate__(self, state): self.parts = state   # checked and turned into a `str` by `read_checkpoint`
 
-def _contains_dropped(obj)->bool:
-    if isinstance(obj, DroppedObject): return True
-    if isinstance(obj, dict): return any(_contains_dropped(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)): return any(_contains_dropped(v) for v in obj)
-    return False
+class _StoredVersionFields(tuple):   # packaging < 26 pickled its fields as a named tuple `_Version`
+    def __new__(cls, *fields): return tuple.__new__(cls, fields)
 
-def read_checkpoint(path:str|Path, map_location='cpu'):
-    "Load a checkpoint without executing code from it; unsafe or damaged files are errors naming the file."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}')
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=False, pickle_module=_SafePickleModule())
-    except UnsafeCheckpointError as e:
-        raise UnsafeCheckpointError(f'{path} was refused: unpickling it needs {e}, which a checkpoint has no reason to contain '
-                                    '(only tensors, containers, numbers and version objects are loaded; no code from the file runs)') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, pickle.UnpicklingError, ValueError) as e:
-        raise ValueError(f'{path} is not a readable checkpoint (truncated or corrupt?): {e}') from e
-    if isinstance(obj, dict) and isinstance(obj.get('warmup_scheduler'), DroppedObject): obj.pop('warmup_scheduler')
-    if _contains_dropped(obj): raise UnsafeCheckpointError(f'{path} holds pickled objects (optimizer/scheduler instances) where weights were expected')
+def version_string(parts)->str:
+    "The version string of a stored `packaging` version's fields (either pickled layout); ValueError when they are not one."
+    if isinstance(parts, dict): parts = parts.get('_version')
+    if isinstance(parts, _StoredVersionFields) and len(parts) == 6:
+        epoch, release, dev, pre, post, local = parts         # the old named tuple's order
+    elif isinstance(parts, tuple) and len(parts) == 6: epoch, release, pre, post, dev, local = parts
+    else: raise ValueError(f'a stored version has fields {shown(parts)}')
+    def tag(t): return t is None or (isinstance(t, tuple) and len(t) == 2 and isinstance(t[0], str) and t[0].isalpha() and type(t[1]) is int)
+    if not (type(epoch) is int and isinstance(release, tuple) and release and all(type(r) is int and r >= 0 for r in release)
+            and all(tag(t) for t in (pre, post, dev))): raise ValueError(f'a stored version has fields {shown(parts)}')
+    text = (f'{epoch}!' if epoch else '') + '.'.join(map(str, release))
+    text += ''.join(f'{"." if t is not pre else ""}{t[0]}{t[1]}' for t in (pre, post, dev) if t is not None)
+    if local is not None:
+        if not (isinstance(local, tuple) and all(type(p) in (int, str) and str(p).isalnum() for p in local)):
+            raise ValueError(f'a stored version has fields {shown(parts)}')
+        text += '+' + '.'.join(map(str, local))
+    return text
+
+SAFE_GLOBALS = ([(DroppedObject, name) for name in _DROPPED + ['packaging._structures.InfinityType', 'packaging._structures.NegativeInfinityType']] + [(_as_dict, 'collections.defaultdict'), dict,
+                (StoredVersion, 'packaging.version.Version'), (_StoredVersionFields, 'packaging.version._Version')])
+
+# %% ../nbs/08_checkpoint.ipynb #fbedd5ec
+MAX_PICKLE_OPS = 10_000_000           # a prior's trainer checkpoint holds a few thousand
+_TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # the first pickle of a legacy file
+
+class _Bounded:
+    "A file view for `pickletools.genops` that refuses reads past the end instead of allocating what a length field claims."
+    def __init__(self, f, size:int): self.f, self.size = f, size
+    def read(self, n:int=-1)->bytes:
+        if n > self.size - self.f.tell(): raise ValueError(f'a pickle declares {n} bytes where {self.size - self.f.tell()} remain')
+        return self.f.read(n)
+    def readline(self)->bytes: return self.f.readline(4096)
+
+def scan_pickle(f, size:int):
+    "Walk one pickle in `f` without building anything: refuse what no checkpoint needs (huge integers, op counts); ValueError when malformed."
+    if f.tell() == size: return   # no pickle left: torch's own reader says what is missing
+    for n, (op, arg, _) in enumerate(pickletools.genops(_Bounded(f, size))):
+        if n > MAX_PICKLE_OPS: raise UnsafeCheckpointError(f'a pickle of more than {MAX_PICKLE_OPS:,} operations')
+        if op.name.startswith('LONG') and isinstance(arg, int) and abs(arg) >= 2**61 and arg != _TORCH_MAGIC:
+            raise UnsafeCheckpointError(f'an integer of {arg.bit_length()} bits (it could only serve to make a dictionary slow)')
+        if op.name.endswith(('PUT', 'GET')) and isinstance(arg, int) and arg > n:
+            raise UnsafeCheckpointError(f'a memo index of {arg:,} in a pickle at its {n:,}th operation')
+        if op.name == 'STOP': return
+
+# %% ../nbs/08_checkpoint.ipynb #275fd999
+def check_archive(path:Path):
+    "Refuse a zip checkpoint torch would not write: TorchScript (its load runs code), compressed or escaping members; scan its pickle."
+    try: z = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e: raise ValueError(f'{path} is corrupt: a damaged zip archive ({e})') from None
+    with z:
+        infos = z.infolist()
+        for info in infos:
+            if info.filename.startswith('/') or '..' in info.filename.split('/') or '\\' in info.filename:
+                raise UnsafeCheckpointError(f'{path} was refused as unsafe: its member {shown(info.filename)} points outside the archive')
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise UnsafeCheckpointError(f'{path} was refused as unsafe: its member {shown(info.filename)} is compressed '
+                                            '(torch.save never compresses; a compressed member can expand to gigabytes)')
+        names = [i.filename.split('/', 1)[-1] for i in infos]
+        if 'constants.pkl' in names or any(n.startswith('code/') for n in names):
+            raise UnsafeCheckpointError(f'{path} was refused as unsafe: it is a TorchScript archive, and loading one runs its code '
+                                        '(save the weights with torch.save(model.state_dict()) or save_prior instead)')
+        pickles = [i for i in infos if i.filename.endswith('/data.pkl') and i.filename.count('/') == 1]
+        if len(pickles) != 1: raise ValueError(f'{path} is corrupt: a torch zip archive has one <name>/data.pkl, this has {len(pickles)}')
+        data = z.read(pickles[0])
+    scan_pickle(io.BytesIO(data), len(data))
+
+# %% ../nbs/08_checkpoint.ipynb #c398f457
+def check_loaded(obj, depth:int=0):
+    "Refuse what the restricted unpickler let through but no checkpoint holds: tensors larger than their storage, hooks, attributes."
+    if depth > 64: raise UnsafeCheckpointError('containers nested more than 64 deep')
+    if isinstance(obj, Tensor):
+        if type(obj) not in (Tensor, torch.nn.Parameter) or obj._backward_hooks or vars(obj):
+            raise UnsafeCheckpointError(f'a tensor carrying hooks, attributes or a class of its own ({type(obj).__name__})')
+        if any(s == 0 and n > 1 for s, n in zip(obj.stride(), obj.shape)) or obj.numel() * obj.element_size() > obj.untyped_storage().nbytes():
+            raise UnsafeCheckpointError(f'a tensor of shape {tuple(obj.shape)} that repeats a storage of {obj.untyped_storage().nbytes()} bytes')
+    elif isinstance(obj, dict):
+        attributes = vars(obj) if hasattr(obj, '__dict__') else {}
+        if set(attributes) - {'_metadata'}: raise UnsafeCheckpointError(f'a dictionary carrying attributes {shown(sorted(attributes))}')
+        for k, v in [*obj.items(), *attributes.items()]: check_loaded(k, depth + 1); check_loaded(v, depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for v in obj: check_loaded(v, depth + 1)
+
+# %% ../nbs/08_checkpoint.ipynb #aa35e6a9
+_UNSAFE_SIGNS = ('Unsupported global', 'Unsupported operand', 'Unsupported class', 'Can only', 'not an allowed global',
+                 'Trying to', 'Unsupported type', 'unsupported')
+
+def _refusal(e:Exception)->str:
+    "The reason inside torch's weights-only error, on one line."
+    text = str(e)
+    if named := re.search(r'GLOBAL ([\w.]+)', text):   # protocol-2 pickles spell Python 2's names (__builtin__, commands)
+        module, _, attr = named.group(1).rpartition('.')
+        module = module or 'builtins'                  # torch prints builtins by their bare names
+        module, attr = _compat_pickle.NAME_MAPPING.get((module, attr), (_compat_pickle.IMPORT_MAPPING.get(module, module), attr))
+        return f'it names {shown(module + "." + attr)}, which no checkpoint needs'
+    lines = [l.strip() for l in text.splitlines() if any(s in l for s in _UNSAFE_SIGNS)]
+    return shown(lines[0] if lines else text.splitlines()[0] if text else type(e).__name__, 200)
+
+def _load_restricted(path:Path, map_location):
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=False)
+
+# %% ../nbs/08_checkpoint.ipynb #8a79119f
+def _plain(obj, path:Path):
+    "Stored versions as strings; the reference's pickled warmup scheduler dropped; refuse stand-ins anywhere else."
+    if isinstance(obj, dict):
+        if isinstance(obj.get('warmup_scheduler'), DroppedObject): obj.pop('warmup_scheduler')
+        if isinstance(obj.get('version'), StoredVersion):
+            try: obj['version'] = version_string(obj['version'].parts)
+            except (ValueError, AttributeError) as e: raise UnsafeCheckpointError(f'{path} was refused as unsafe: {e}') from None
+    def stand_in(o, depth=0):
+        if isinstance(o, (DroppedObject, StoredVersion, _StoredVersionFields)): return True
+        if isinstance(o, dict): return any(stand_in(v, depth + 1) for v in o.values())
+        return isinstance(o, (list, tuple)) and any(stand_in(v, depth + 1) for v in o)
+    if stand_in(obj): raise UnsafeCheckpointError(f'{path} was refused as unsafe: it holds pickled objects (optimizer, scheduler or '
+                                                  'version instances) where weights were expected')
     return obj
 
-def prior_config(prior:DiffusionPrior)->dict:
-    "Everything needed to rebuild `prior`, as files store it: its `PriorConfig` as a dict."
-    return prior.config.to_dict()
-
-def stored_config(config:dict, where:str='config')->PriorConfig:
-    "The `PriorConfig` a file stored: ours, or the {prior, net, clip} layout of files written before `PriorConfig` existed."
-    config = {k: v for k, v in config.items() if k not in ('format', 'version')}
-    if 'prior' in config and 'net' in config and 'timesteps' not in config:   # the earlier layout
-        config = {**config['prior'], 'net': config['net'], 'clip': config.get('clip')}
-    return PriorConfig.from_dict(config, where)
+# %% ../nbs/08_checkpoint.ipynb #8fdc6713
+def read_checkpoint(path:str|Path, map_location='cpu'):
+    "Load a torch checkpoint through torch's restricted unpickler, checked first and after; refusals name the file and why."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}')
+    kind = checkpoint_format(path)
+    if kind == 'tar': raise UnsafeCheckpointError(f'{path} was refused as unsafe: it is in the tar format of torch < 0.4, '
+                                                  'which this loader does not read (load and re-save it with a current torch)')
+    if kind == 'unknown': raise ValueError(f'{path} is corrupt or not a torch checkpoint: its first bytes are neither a zip archive nor a pickle')
+    try:
+        if kind == 'zip': check_archive(path)
+        else:
+            with open(path, 'rb') as f:
+                for _ in range(5): scan_pickle(f, path.stat().st_size)   # magic, protocol, system info, objects, storage keys
+        obj = _load_restricted(path, map_location)
+        check_loaded(obj)
+    except UnsafeCheckpointError as e:
+        raise UnsafeCheckpointError(str(e) if str(e).startswith(str(path)) else f'{path} was refused as unsafe: {e}') from None
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(f'{path} was refused as unsafe: {_refusal(e)} (only tensors, containers, numbers and '
+                                    'version objects are loaded; no code from the file runs)') from None
+    except Exception as e:
+        raise ValueError(f'{path} is corrupt: {type(e).__name__}: {shown(str(e).splitlines()[0] if str(e) else "", 200)}') from None
+    return _plain(obj, path)
 
 # %% ../nbs/08_checkpoint.ipynb #3ba963e4
 def write_line(text:str, stream=None):
     "Write `text` and a newline to `stream` (default stdout) in one write, and flush: lines of processes sharing a pipe stay whole."
     stream = sys.stdout if stream is None else stream
     stream.write(text + '\n'); stream.flush()
+
+# %% ../nbs/08_checkpoint.ipynb #42643185
+def prior_config(prior:DiffusionPrior)->dict:
+    "Everything needed to rebuild `prior`, as files store it: its `PriorConfig` as a dict."
+    return prior.config.to_dict()
+
+def stored_config(config:dict, where:str='config')->PriorConfig:
+    "The `PriorConfig` a file stored: ours, or the {prior, net, clip} layout of files written before `PriorConfig` existed."
+    if not isinstance(config, dict): raise ValueError(f'{where} is a {type(config).__name__}, not a dictionary of settings')
+    config = {k: v for k, v in config.items() if k not in ('format', 'version')}
+    if 'prior' in config and 'net' in config and 'timesteps' not in config:   # the earlier layout
+        config = {**config['prior'], 'net': config['net'], 'clip': config.get('clip')}
+    return PriorConfig.from_dict(config, where)
 
 # %% ../nbs/08_checkpoint.ipynb #0005
 def _read(source)->tuple[dict, str]:
@@ -128,8 +251,10 @@ def _read(source)->tuple[dict, str]:
         try:
             with safe_open(path, 'pt') as f: meta = f.metadata() or {}
             tensors = load_file(path)
-        except Exception as e: raise ValueError(f'{path} is not a readable safetensors file (truncated or corrupt?): {e}') from e
-        return dict(model=tensors, config=json.loads(meta['config']) if 'config' in meta else None, format='prior_nbdev'), str(path)
+        except Exception as e: raise ValueError(f'{path} is corrupt: not a readable safetensors file ({shown(e, 200)})') from None
+        try: config = json.loads(meta['config']) if 'config' in meta else None
+        except json.JSONDecodeError as e: raise ValueError(f'{path}: the config in its metadata is not valid JSON ({e})') from None
+        return dict(model=tensors, config=config, format='prior_nbdev'), str(path)
     return read_checkpoint(path), str(path)
 
 def prior_state(source, use_ema:bool=True)->tuple[dict, dict|None, str]:
@@ -188,6 +313,29 @@ def infer_schedule(state:dict)->dict:
         if torch.allclose(candidate, betas.float(), atol=1e-6): return dict(timesteps=len(betas), beta_schedule=name)
     return dict(timesteps=len(betas))
 
+# %% ../nbs/08_checkpoint.ipynb #d4524353
+MAX_TIMESTEPS = 100_000   # the reference trains 1,000 steps; a file asking for far more is a mistake, or an attack
+
+def fit_problem(expected:dict, state:dict)->str|None:
+    "The first way the tensors in `state` do not fit `expected` (name -> shape), with counts; None when they fit."
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
+    if not (missing or unexpected or mismatched): return None
+    first = (f'missing key {missing[0]}' if missing else f'unexpected key {shown(unexpected[0])}' if unexpected else
+             f'{mismatched[0]} has shape {tuple(state[mismatched[0]].shape)}, the architecture expects {tuple(expected[mismatched[0]])}')
+    return f'{first} ({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mismatched keys)'
+
+def check_fits(config:PriorConfig, state:dict, name:str):
+    "Compare a configuration with the weights' shapes before a model is built: a small file never costs a large model."
+    if config.timesteps > MAX_TIMESTEPS: raise ValueError(f'{name} asks for timesteps={config.timesteps:,}; at most {MAX_TIMESTEPS:,} are loaded')
+    if (betas := state.get('noise_scheduler.betas')) is not None and len(betas) != config.timesteps:
+        raise ValueError(f'{name} stores a schedule of {len(betas)} steps, but its configuration says timesteps={config.timesteps}')
+    with torch.device('meta'): net = network_from_config(config.net)   # shapes only: no memory
+    expected = {f'net.{k}': tuple(v.shape) for k, v in net.state_dict().items()}
+    if problem := fit_problem(expected, {k: v for k, v in state.items() if k.startswith('net.')}):
+        raise ValueError(f'{name} does not fit a supported prior architecture: {problem}')
+
 # %% ../nbs/08_checkpoint.ipynb #000b
 # What the weights cannot tell, and may be given: the prior's settings, and these of the network
 _NET_OVERRIDES = {'self_cond', 'max_text_len', 'num_timesteps', 'attn_dropout', 'ff_dropout'}
@@ -220,25 +368,22 @@ def load_prior(path_or_state_dict,            # a checkpoint file (.pt/.pth/.ckp
         raise ValueError(f'unknown override(s) {unknown}; load_prior accepts {sorted(_PRIOR_OVERRIDES | _NET_OVERRIDES)}')
     if legacy is not None and legacy not in NUMERICS: raise ValueError(f'legacy must be one of {list(NUMERICS)}, got {legacy!r}')
     state, stored, name, release = _prior_state(path_or_state_dict, use_ema=use_ema)
+    if (betas := state.get('noise_scheduler.betas')) is not None and len(betas) > MAX_TIMESTEPS:
+        raise ValueError(f'{name} holds a schedule of {len(betas):,} steps; at most {MAX_TIMESTEPS:,} are loaded')
     config = stored_config(stored, f'{name} config') if stored is not None else inferred_config(state, name, release, legacy, overrides)
     prior_over = {k: v for k, v in overrides.items() if k in _PRIOR_OVERRIDES}
     if 'cond_drop_prob' in prior_over:   # it sets both dropouts unless they are given too
         prior_over = dict(text_cond_drop_prob=None, image_cond_drop_prob=None) | prior_over
     config = dataclasses.replace(config, net=dataclasses.replace(config.net, **{k: v for k, v in overrides.items() if k in _NET_OVERRIDES}), **prior_over)
-    prior = prior_from_config(config, clip=clip)
     state = _rename_legacy_keys(state)
+    check_fits(config, state, name)
+    prior = prior_from_config(config, clip=clip)
     expected = prior.state_dict()
     for key, value in expected.items():   # files that lack the schedule's buffers get them recomputed
         if key.startswith('noise_scheduler.') and key not in state: state[key] = value
     if clip is not None: state.update({k: v for k, v in expected.items() if k.startswith('clip.')})
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or mismatched:
-        first = (f'missing key {missing[0]}' if missing else f'unexpected key {unexpected[0]}' if unexpected else
-                 f'{mismatched[0]} has shape {tuple(state[mismatched[0]].shape)}, the inferred architecture expects {tuple(expected[mismatched[0]].shape)}')
-        raise ValueError(f'{name} does not fit a supported prior architecture: {first} '
-                         f'({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mismatched keys)')
+    if problem := fit_problem({k: tuple(v.shape) for k, v in expected.items()}, state):
+        raise ValueError(f'{name} does not fit a supported prior architecture: {problem}')
     prior.load_state_dict(state, strict=True)
     return prior.to(device) if device is not None else prior
 

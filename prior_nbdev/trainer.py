@@ -13,10 +13,11 @@ from accelerate import Accelerator
 from . import __version__
 from .prior import DiffusionPrior
 from .legacy import prior_from_config
-from .checkpoint import atomic_torch_save, read_checkpoint, prior_config
+from .checkpoint import atomic_torch_save, read_checkpoint, prior_config, fit_problem, shown
 
 # %% auto #0
-__all__ = ['param_groups', 'WarmupCosine', 'EMA', 'load_prior_state', 'mixed_precision_for', 'DiffusionPriorTrainer']
+__all__ = ['param_groups', 'WarmupCosine', 'EMA', 'load_prior_state', 'mixed_precision_for', 'DiffusionPriorTrainer',
+           'check_optimizer_state', 'restore_optimizer', 'schedule_position']
 
 # %% ../nbs/09_trainer.ipynb #0005
 def param_groups(model:nn.Module, wd:float, group_wd_params:bool=True)->list[dict]:
@@ -211,6 +212,55 @@ def embed_text(self:DiffusionPriorTrainer, text:Tensor)->tuple[Tensor, Tensor]:
     if self.unwrapped_prior.clip is None: raise ValueError('this prior has no CLIP adapter to embed text with')
     return self.unwrapped_prior.clip.embed_text(text.to(self.device))
 
+# %% ../nbs/09_trainer.ipynb #5c945282
+def _step_of(value, name:str)->int:
+    step = value.item() if isinstance(value, Tensor) and value.numel() == 1 else value
+    if type(step) is not int or step < 0: raise ValueError(f'{name}: "step" must be a count of steps, got {shown(value)}')
+    return step
+
+def _check_weights(module:nn.Module, weights, name:str, part:str, strict:bool):
+    if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
+        raise ValueError(f'{name}: "{part}" must hold weights (a dict of tensors)')
+    expected = {k: tuple(v.shape) for k, v in _without_clip(module.state_dict()).items()}
+    weights = _without_clip(weights)
+    problem = fit_problem(expected, weights) if strict else fit_problem({k: s for k, s in expected.items() if k in weights}, weights)
+    if problem: raise ValueError(f'{name}: "{part}" does not fit this trainer\'s prior: {problem}')
+
+# %% ../nbs/09_trainer.ipynb #691f3397
+def check_optimizer_state(optimizer:torch.optim.Optimizer, saved, name:str):
+    "Refuse optimizer state that does not fit `optimizer`: group and parameter counts, moment shapes, numbers."
+    if not (isinstance(saved, dict) and isinstance(saved.get('state'), dict) and isinstance(saved.get('param_groups'), list)):
+        raise ValueError(f'{name}: "optimizer" must hold an optimizer state (state, param_groups)')
+    ours, theirs = optimizer.param_groups, saved['param_groups']
+    if len(ours) != len(theirs) or any(not isinstance(t, dict) or len(t.get('params', ())) != len(o['params']) for o, t in zip(ours, theirs)):
+        raise ValueError(f'{name}: "optimizer" holds {len(theirs)} parameter groups of other sizes than this trainer\'s')
+    for o, t in zip(ours, theirs):
+        for key in ('lr', 'initial_lr'):
+            if key in t and not (type(t[key]) in (int, float) and math.isfinite(t[key]) and t[key] >= 0):
+                raise ValueError(f'{name}: the optimizer\'s {key} must be a finite number >= 0, got {shown(t[key])}')
+        for index, param in zip(t['params'], o['params']):
+            for key, value in (saved['state'].get(index) or {}).items():
+                if key not in ('step', 'exp_avg', 'exp_avg_sq') or not isinstance(value, (Tensor, int, float)) or \
+                   (key != 'step' and (not isinstance(value, Tensor) or value.shape != param.shape)):
+                    raise ValueError(f'{name}: optimizer state {shown(key)} does not fit a parameter of shape {tuple(param.shape)}')
+
+# %% ../nbs/09_trainer.ipynb #7a6a5ea6
+def restore_optimizer(optimizer:torch.optim.Optimizer, saved:dict):
+    "AdamW's moments and steps from a checked `saved`; its settings (betas, eps, weight decay, flags) stay `optimizer`'s own."
+    settings = [{k: v for k, v in g.items() if k not in ('params', 'lr', 'initial_lr')} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, own in zip(optimizer.param_groups, settings): group.update(own)
+
+def schedule_position(scheduler:torch.optim.lr_scheduler.LambdaLR, saved, name:str)->dict:
+    "The checked state to restore where a schedule stood (step, learning rates); its shape (warmup, decay) stays `scheduler`'s."
+    n = len(scheduler.base_lrs)
+    def numbers(x): return isinstance(x, list) and len(x) == n and all(type(v) in (int, float) and math.isfinite(v) for v in x)
+    if not (isinstance(saved, dict) and type(saved.get('last_epoch')) is int and saved['last_epoch'] >= -1
+            and type(saved.get('_step_count', 0)) is int and all(numbers(saved[k]) for k in ('base_lrs', '_last_lr') if k in saved)):
+        raise ValueError(f'{name}: "scheduler" must hold a learning-rate schedule\'s position (last_epoch, base_lrs)')
+    kept = {k: saved[k] for k in ('last_epoch', '_step_count', 'base_lrs', '_last_lr') if k in saved}
+    return {**scheduler.state_dict(), **kept, 'lr_lambdas': [None] * n}
+
 # %% ../nbs/09_trainer.ipynb #0019
 @patch
 def save(self:DiffusionPriorTrainer, path:str|Path, overwrite:bool=True, **extra):
@@ -228,22 +278,30 @@ def save(self:DiffusionPriorTrainer, path:str|Path, overwrite:bool=True, **extra
 @patch
 def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:bool=True, strict:bool=True)->dict:
     "Restore weights, EMA, optimiser, schedule and step from a checkpoint; returns the checkpoint dict."
+    name = 'the given checkpoint' if isinstance(path_or_state, dict) else str(path_or_state)
     state = path_or_state if isinstance(path_or_state, dict) else read_checkpoint(path_or_state)
-    if 'model' not in state: raise ValueError(f'not a trainer checkpoint: it has no "model" entry (keys: {sorted(state)})')
+    if not isinstance(state, dict) or 'model' not in state:
+        raise ValueError(f'{name} is not a trainer checkpoint: it has no "model" entry (keys: {shown(sorted(state) if isinstance(state, dict) else type(state).__name__)})')
+    _check_weights(self.unwrapped_prior, state['model'], name, 'model', strict)
+    step = _step_of(state.get('step'), name)
+    if self.use_ema and state.get('format') == 'prior_nbdev' and 'ema_model' not in state:
+        raise ValueError(f'{name}: this trainer uses EMA but the checkpoint has no "ema_model" weights')
+    if self.use_ema and state.get('ema_model') is not None:
+        _check_weights(self.ema_model, {k: v for k, v in state['ema_model'].items() if k in state['model']}
+                       if isinstance(state['ema_model'], dict) else state['ema_model'], name, 'ema_model', strict)
     if state.get('format') != 'prior_nbdev': return self._load_reference(state, overwrite_lr=overwrite_lr, strict=strict)
+    check_optimizer_state(self.optimizer, state.get('optimizer'), name)
+    position = schedule_position(self.scheduler, state.get('scheduler'), name)
     load_prior_state(self.unwrapped_prior, state['model'], strict)
-    step = state['step'].item() if isinstance(state['step'], Tensor) else int(state['step'])
     self.steps_done = step
-    self.optimizer.load_state_dict(state['optimizer'])
-    self.scheduler.load_state_dict(state['scheduler'])
+    restore_optimizer(self.optimizer, state['optimizer'])
+    self.scheduler.load_state_dict(position)
     if overwrite_lr:  # the learning rate of this trainer's constructor wins over the saved one
         for group in self.optimizer.param_groups: group['initial_lr'] = self.optim_kwargs['lr']
         self.scheduler.base_lrs = [self.optim_kwargs['lr']] * len(self.optimizer.param_groups)
         for group, factor in zip(self.optimizer.param_groups, [l(self.scheduler.last_epoch) for l in self.scheduler.lr_lambdas]):
             group['lr'] = self.optim_kwargs['lr'] * factor
-    if self.use_ema:
-        if 'ema_model' not in state: raise ValueError('this trainer uses EMA but the checkpoint has no "ema_model" weights')
-        load_prior_state(self.ema_model, state['ema_model'], strict)
+    if self.use_ema: load_prior_state(self.ema_model, state['ema_model'], strict)
     return state
 
 # %% ../nbs/09_trainer.ipynb #0021
@@ -284,7 +342,8 @@ def _load_reference(self:DiffusionPriorTrainer, state:dict, overwrite_lr:bool=Tr
             for p in group['params']:
                 i = ref_index.get(name_of.get(id(p)))
                 st = saved['state'].get(i) if i is not None else None
-                if st is not None and all(v.shape == p.shape for k, v in st.items() if k.startswith('exp_avg')):
+                if isinstance(st, dict) and set(st) <= {'step', 'exp_avg', 'exp_avg_sq'} and \
+                   all(isinstance(v, Tensor) and (v.shape == p.shape if k != 'step' else v.numel() == 1) for k, v in st.items()):
                     self.optimizer.state[p] = {k: (v.to(p.device) if k.startswith('exp_avg') else v) for k, v in st.items()}
                     kept += 1
     total = sum(len(g['params']) for g in self.optimizer.param_groups)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_train.ipynb #0002
 from __future__ import annotations
-import argparse, dataclasses, importlib, json, math, os, random, sys, time, warnings
+import argparse, dataclasses, importlib, importlib.resources, json, math, os, random, sys, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch
@@ -15,12 +15,15 @@ from .trainer import DiffusionPriorTrainer, load_prior_state, mixed_precision_fo
 from .checkpoint import read_checkpoint, atomic_write, load_prior_weights, write_line
 from .metrics import evaluate_prior, plot_training, METRIC_KEYS, LinearProbes, ClaimRules, OWN_LABELS, ground_truth_report, ground_truth_lines, plot_ground_truth
 from .clip import ClipConfig, clip_from_config, embed_pairs
+from .checkpoint import shown
 
 # %% auto #0
 __all__ = ['SAMPLING_FREE_KEYS', 'DataConfig', 'TrainConfig', 'TrackerConfig', 'TrainDiffusionPriorConfig', 'config_from_dict',
-           'translate_reference_config', 'load_config', 'build_prior', 'NonFiniteLossError', 'rng_state',
-           'set_rng_state', 'check_trackers', 'flat_config', 'train_log', 'link_latest', 'prepare_data',
-           'resume_or_init', 'test_metrics', 'load_rules', 'ground_truth_metrics', 'train', 'main']
+           'named_configs', 'config_file', 'parse_overrides', 'apply_overrides', 'translate_reference_config',
+           'resolved_config', 'load_config', 'build_prior', 'run_precision', 'clip_agreement', 'check_clip_matches',
+           'NonFiniteLossError', 'rng_state', 'set_rng_state', 'check_trackers', 'flat_config', 'train_log',
+           'link_latest', 'prepare_data', 'resume_or_init', 'test_metrics', 'load_rules', 'ground_truth_metrics',
+           'train', 'training_memory_gib', 'dry_run', 'main']
 
 # %% ../nbs/12_train.ipynb #0005
 @dataclass
@@ -54,8 +57,9 @@ class TrainConfig(Config):
     ema_beta:float=0.99
     ema_update_after_step:int=100
     ema_update_every:int=10
-    ema_warmup:bool=False
-    amp:bool|str=False               # True: bf16 where supported; 'bf16'; 'fp16'
+    ema_warmup:bool=True             # grow the EMA decay from 0.1 (`EMA`): a short run is judged on recent weights, not its first
+    amp:bool|str|None=None           # None: the launcher's (accelerate launch --mixed_precision); True: bf16 where supported; 'bf16'; 'fp16'; False
+    compile:bool=False               # torch.compile the prior (its compile time is reported apart from throughput)
     warmup_steps:int|None=None
     cosine_decay_max_steps:int|None=None
     save_every_seconds:float=3600
@@ -102,6 +106,49 @@ def config_from_dict(cls, data:dict, where:str='config'):
     if clip is not None and (problems := ClipConfig.problems(clip, f'{where}.prior.clip')): raise ValueError('; '.join(problems))
     return config
 
+# %% ../nbs/12_train.ipynb #f40a7a24
+def named_configs()->dict:
+    "The configs that ship with the package, name -> file: `train_diffusion_prior --config_path vit-l-14`."
+    folder = importlib.resources.files('prior_nbdev') / 'configs'
+    return {p.name[:-len('.json')]: Path(str(p)) for p in folder.iterdir() if p.name.endswith('.json')}
+
+def config_file(name_or_path:str|Path)->Path:
+    "`name_or_path` when it is a file, else the named config that ships with the package."
+    path = Path(name_or_path)
+    if path.is_file(): return path
+    if (named := named_configs().get(str(name_or_path))) is not None: return named
+    if path.suffix == '.json' or len(path.parts) > 1: raise FileNotFoundError(f'config file {path} does not exist')
+    raise FileNotFoundError(f'config file {path} does not exist, and no config that ships with the package is called '
+                            f'{str(name_or_path)!r} (named configs: {", ".join(sorted(named_configs()))})')
+
+# %% ../nbs/12_train.ipynb #01149dd3
+def parse_overrides(args:list[str])->dict:
+    "`['--train.lr', '3e-4', '--data.image_url=x']` as {'train.lr': 0.0003, 'data.image_url': 'x'}: JSON values where they parse."
+    out, i = {}, 0
+    while i < len(args):
+        key, eq, value = args[i].partition('=')
+        if not (key.startswith('--') and '.' in key):
+            raise ValueError(f'unrecognised argument {args[i]!r}: set a config field as --section.key VALUE (e.g. --train.lr 3e-4)')
+        if not eq:
+            if i + 1 == len(args): raise ValueError(f'{key} needs a value')
+            i, value = i + 1, args[i + 1]
+        try: out[key[2:]] = json.loads(value)
+        except json.JSONDecodeError: out[key[2:]] = value
+        i += 1
+    return out
+
+def apply_overrides(raw:dict, overrides:dict)->dict:
+    "A copy of the raw config `raw` with each dotted key set; the names are checked when the config is built."
+    raw = json.loads(json.dumps(raw))
+    for key, value in overrides.items():
+        *sections, name = key.split('.')
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {})
+            if not isinstance(node, dict): raise ValueError(f'--{key}: {section} is a value, not a section of the config')
+        node[name] = value
+    return raw
+
 # %% ../nbs/12_train.ipynb #000a
 def translate_reference_config(raw:dict)->tuple[dict, list[str]]:
     "Rewrite the reference's config keys into ours; returns the new dict and one note per change."
@@ -133,25 +180,61 @@ def translate_reference_config(raw:dict)->tuple[dict, list[str]]:
     for key in [k for k in log if not k.startswith('wandb_')] + [k for k in tracker if k in ('verbose', 'overwrite_data_path')]:
         (log if key in log else tracker).pop(key); notes.append(f'tracker.{key} ignored')
     if 'save_every' in train: train['save_every_steps'] = train.pop('save_every'); notes.append('train.save_every -> train.save_every_steps')
+    if (raw.get('prior') or {}).get('clip', {}).get('make') == 'x-clip':
+        notes.append("prior.clip: the reference's x-clip CLIP cannot be built here; for its ViT-L/14 prior use --config_path vit-l-14 "
+                     "or --prior.clip '{\"make\": \"openai\", \"model\": \"ViT-L-14\"}'")
     for key in ('best_validation_loss', 'current_epoch', 'num_samples_seen'):
         if key in train: train.pop(key); notes.append(f'train.{key} ignored: run state is kept in the checkpoint')
     return raw, notes
 
-def load_config(path:str|Path)->TrainDiffusionPriorConfig:
-    "Read a JSON config (ours or the reference's), strictly."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'config file {path} does not exist')
+def resolved_config(name_or_path:str|Path, overrides:dict|None=None)->dict:
+    "The raw config a file (or a named config) and command-line `overrides` make, in our format; notes are warnings."
+    path = config_file(name_or_path)
     try: raw = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise ValueError(f'{path} is not valid JSON: {e}') from e
     raw, notes = translate_reference_config(raw)
+    if notes and 'ema_warmup' not in raw['train']:
+        raw['train']['ema_warmup'] = False; notes.append("the reference's format: its EMA is kept (train.ema_warmup=false)")
     for note in notes: warnings.warn(f'{path.name}: {note}', stacklevel=2)
-    return config_from_dict(TrainDiffusionPriorConfig, raw)
+    return apply_overrides(raw, overrides or {})
+
+def load_config(name_or_path:str|Path, overrides:dict|None=None)->TrainDiffusionPriorConfig:
+    "Read a JSON config (ours, the reference's, or one that ships by name) with dotted `overrides`, strictly."
+    return config_from_dict(TrainDiffusionPriorConfig, resolved_config(name_or_path, overrides))
 
 # %% ../nbs/12_train.ipynb #000e
 def build_prior(config:PriorConfig, clip=None)->DiffusionPrior:
     "A fresh `DiffusionPrior` from the `prior` section (`clip`, an adapter, overrides `config.clip`)."
     if clip is None and config.clip is not None: clip = clip_from_config(config.clip)
     return DiffusionPrior.from_config(config, clip=clip)
+
+# %% ../nbs/12_train.ipynb #82c50741
+def run_precision(amp:bool|str|None, device:torch.device)->str:
+    "The run's mixed precision: `train.amp` when set, else the launcher's; a contradiction between them names both."
+    launcher = os.environ.get('ACCELERATE_MIXED_PRECISION', 'no')
+    if amp is None: return launcher
+    wanted = mixed_precision_for(amp, device)
+    if launcher not in ('no', wanted):
+        raise ValueError(f'train.amp={amp!r} asks for {wanted}, but the launcher asks for {launcher} (accelerate launch '
+                         '--mixed_precision, its config file or ACCELERATE_MIXED_PRECISION): leave train.amp unset or make them agree')
+    return wanted
+
+# %% ../nbs/12_train.ipynb #1763c5f0
+@torch.no_grad()
+def clip_agreement(clip, dataset, rows:int=256)->float|None:
+    "Median cosine between `clip`'s text embeddings of the first `rows` captions and their stored rows (None without both)."
+    if dataset.text_url is None or dataset.meta_url is None: return None
+    got = dataset.read(0, min(rows, dataset.count))
+    mine = clip.embed_text(clip.tokenize(got['captions']))[0].float().cpu()
+    return torch.nn.functional.cosine_similarity(mine, got['text_embed'].float(), dim=-1).median().item()
+
+def check_clip_matches(clip, dataset, spec, rows:int=256, threshold:float=0.99):
+    "Stop when `clip` is not the CLIP that made `dataset`'s text embeddings."
+    if clip is None or (agreement := clip_agreement(clip, dataset, rows)) is None: return
+    if agreement < threshold:
+        raise ValueError(f'the configured CLIP {spec} did not make {dataset.text_url}: its embeddings of {min(rows, dataset.count)} captions '
+                         f'lie at median cosine {agreement:.3f} from the stored ones (the same CLIP gives >= {threshold}); '
+                         'set prior.clip to the CLIP that made the data')
 
 # %% ../nbs/12_train.ipynb #0011
 class NonFiniteLossError(RuntimeError):
@@ -311,7 +394,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     # 1. processes, devices, seeds
     device = torch.device(tc.device) if tc.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     out = Path(config.tracker.data_path)
-    accelerator = Accelerator(cpu=device.type == 'cpu', mixed_precision=mixed_precision_for(tc.amp, device),
+    accelerator = Accelerator(cpu=device.type == 'cpu', mixed_precision=run_precision(tc.amp, device),
                               log_with=check_trackers(config.tracker.log_with), project_dir=str(out))
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     set_seed(tc.random_seed, device_specific=True)
@@ -321,6 +404,9 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     write_line(f'rank {rank}/{world} reads train blocks {train_loader.blocks()}')   # every rank: one write, lines stay whole
     # 3. model, trainer, resume
     prior = build_prior(config.prior, clip=clip)
+    check_clip_matches(prior.clip, train_loader.dataset, config.prior.clip)   # the CLIP that made the data, or stop
+    if tc.compile: prior.compile()
+    if main: write_line(f'precision {accelerator.mixed_precision}, {"compiled" if tc.compile else "eager"}, {world} process(es)')
     steps_per_epoch = len(train_loader)
     trainer = DiffusionPriorTrainer(prior, accelerator=accelerator, use_ema=tc.use_ema, lr=tc.lr, wd=tc.wd, eps=tc.eps,
                                     max_grad_norm=tc.max_grad_norm, warmup_steps=tc.warmup_steps,
@@ -354,6 +440,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     bar = tqdm(total=total_steps, initial=trainer.steps_done, disable=not (progress and main), desc='training', dynamic_ncols=True)
     pending, last_save, last_eval, clock = [], time.time(), time.time(), time.time()
     samples_at_clock, done = trainer.steps_done, trainer.steps_done >= total_steps
+    compile_seconds = None if tc.compile else 0.
     trainer.train()
     # an audit trail of the rows each step consumed, when PRIOR_NBDEV_AUDIT_ROWS names a folder (for checking the data order)
     audit = (open(Path(os.environ['PRIOR_NBDEV_AUDIT_ROWS']) / f'rank{rank}.tsv', 'a', buffering=1)
@@ -363,6 +450,9 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
             inputs = prior_inputs(batch, trainer.unwrapped_prior)
             pending.append(trainer(**inputs))
             trainer.update()
+            if compile_seconds is None:   # the first compiled step: compilation, reported apart from throughput
+                compile_seconds = time.time() - clock; clock, samples_at_clock = time.time(), trainer.steps_done
+                if main: bar.write(f'compiled the prior: the first step took {compile_seconds:.1f} s')
             if audit is not None: audit.write(f"{trainer.steps_done}\t{train_loader.epoch}\t{'|'.join(batch.get('captions', []))}\n")
             step = trainer.steps_done
             done = step >= total_steps
@@ -408,24 +498,78 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
         accelerator.log({f'test/fidelity/{name}': m['fidelity'] for name, m in truth['methods'].items()}, step=trainer.steps_done)
         _save_figure(plot_ground_truth(truth), out / 'ground_truth.png', dpi=120)
         for line in ground_truth_lines(truth): write_line(line)
+    if metrics: metrics['run'] = dict(precision=accelerator.mixed_precision, compiled=tc.compile, processes=world,
+                                      **({'compile_seconds': round(compile_seconds, 1)} if tc.compile and compile_seconds else {}))
     if metrics and main:
         _write_json(out / 'metrics.json', metrics)
         _save_figure(plot_training(history, metrics), out / 'metrics.png', dpi=110)
-        print(json.dumps({k: v for k, v in metrics.items() if k != 'ground_truth'}, indent=2), flush=True)
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ('ground_truth', 'run')}, indent=2), flush=True)
     if main: _write_json(out / 'history.json', history)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics
 
+# %% ../nbs/12_train.ipynb #7cac8eae
+def training_memory_gib(n_params:int, net, batch_size:int, precision:str)->float:
+    "A rough estimate of one process's training memory (GiB): optimiser state and EMA, and a step's activations."
+    tokens, width = net.max_text_len + 4 + int(net.self_cond), 2 if precision in ('bf16', 'fp16') else 4
+    activations = net.depth * batch_size * tokens * (33 * net.dim + 3 * net.heads * tokens) * width
+    return (20 * n_params + activations) / 2**30
+
+# %% ../nbs/12_train.ipynb #4811cd13
+def dry_run(config:TrainDiffusionPriorConfig, *, clip=None, world:int|None=None)->list[str]:
+    "Everything a run does before its first step, then a description of the run; ValueError listing every problem found."
+    tc, dc, problems = config.train, config.data, []
+    def attempt(what, make):
+        try: return make()
+        except Exception as e: problems.append(f'{what}: {type(e).__name__}: {shown(str(e).splitlines()[0] if str(e) else "", 300)}')
+    world = world or int(os.environ.get('WORLD_SIZE', 1))
+    device = torch.device(tc.device) if tc.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    precision = attempt('train.amp', lambda: run_precision(tc.amp, device))
+    attempt('tracker.log_with', lambda: check_trackers(config.tracker.log_with))
+    if dc.label_columns: attempt('train.eval_claims', lambda: load_rules(tc.eval_claims))
+    loaders = attempt('data', lambda: prepare_data(config, 0, 1))
+    if clip is None and config.prior.clip is not None: clip = attempt(f'prior.clip {config.prior.clip}', lambda: clip_from_config(config.prior.clip))
+    prior = attempt('prior', lambda: DiffusionPrior.from_config(config.prior, clip=clip))
+    lines = ['dry run: checked, nothing trained']
+    if prior is not None:
+        n = sum(p.numel() for p in prior.net.parameters())
+        net = config.prior.net
+        lines.append(f'  prior      {n:,} parameters (dim {net.dim}, depth {net.depth}, {net.heads} heads of {net.dim_head}, {net.max_text_len} text tokens)')
+        if precision is not None:
+            lines.append(f'  memory     about {training_memory_gib(n, net, dc.batch_size, precision):.1f} GiB per process at batch {dc.batch_size} (rough)')
+    if clip is not None:
+        lines.append(f'  CLIP       {json.dumps(config.prior.clip)}, {clip.dim_latent}-d embeddings')
+    if loaders is not None:
+        ds, ranges = loaders[0].dataset, split_ranges(loaders[0].dataset.count, dc.splits, dc.num_data_points)
+        lines.append(f'  data       {ds.count:,} rows of {ds.dim}-d in {len(ds.shards)} shard(s): ' +
+                     ', '.join(f'{k} {e - s:,}' for k, (s, e) in ranges.items()))
+        steps = len(PriorLoader(ds, *ranges['train'], dc.batch_size, rank=0, world_size=world, block_size=dc.block_size))
+        lines.append(f'  steps      {steps:,} per epoch at batch {dc.batch_size} x {world} process(es); {tc.epochs} epoch(s)'
+                     + (f', at most {tc.max_steps:,} steps' if tc.max_steps else ''))
+        if clip is not None and prior is not None and config.prior.condition_on_text_encodings:
+            agreement = attempt('prior.clip', lambda: check_clip_matches(clip, ds, config.prior.clip) or clip_agreement(clip, ds))
+            if agreement is not None: lines.append(f'  CLIP check its embeddings of the captions match text_emb/ (median cosine {agreement:.3f})')
+    lines.append(f'  precision  {precision}; compile: {"yes" if tc.compile else "no"}; EMA warm-up: {"yes" if tc.ema_warmup else "no"}')
+    if problems: raise ValueError('\n'.join(lines + [f'{len(problems)} problem(s):'] + [f'  - {p}' for p in problems]))
+    return lines
+
 # %% ../nbs/12_train.ipynb #0016
 def main(argv:list[str]|None=None):
     "Entry point of `train_diffusion_prior`."
-    parser = argparse.ArgumentParser(prog='train_diffusion_prior', description='Train a DALL-E 2 diffusion prior on CLIP embeddings.')
-    parser.add_argument('--config_path', '--config_file', dest='config_path', required=True, help='JSON config (see prior_nbdev.train)')
+    parser = argparse.ArgumentParser(prog='train_diffusion_prior', description='Train a DALL-E 2 diffusion prior on CLIP embeddings.',
+                                     epilog='Any config field may follow by its dotted name, e.g. --data.image_url /data/img_emb --train.lr 3e-4 '
+                                            '(values are read as JSON when they parse, else as text).')
+    parser.add_argument('--config_path', '--config_file', dest='config_path', required=True,
+                        help=f'a JSON config file, or the name of one that ships with the package ({", ".join(sorted(named_configs()))})')
+    parser.add_argument('--print_config', action='store_true', help='print the resolved config, every default filled in, and exit')
+    parser.add_argument('--dry_run', action='store_true', help='check the config and the data, build the CLIP and the prior, describe the run, and exit')
     parser.add_argument('--no_progress', action='store_true', help='no progress bar')
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     try:
-        config = load_config(args.config_path)
+        config = load_config(args.config_path, parse_overrides(rest))
+        if args.print_config: print(json.dumps(asdict(config), indent=2)); return
+        if args.dry_run: print('\n'.join(dry_run(config)), flush=True); return
         train(config, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
         print(f'train_diffusion_prior: error: {e}', file=sys.stderr, flush=True)

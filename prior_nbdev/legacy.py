@@ -133,7 +133,8 @@ class LegacyDiffusionPriorNetwork(DiffusionPriorNetwork):
                 'never applied, so the prior could not have learned guidance; use cond_scale=1')
 
     @property
-    def cached_guidance(self)->bool: return self.numerics.null_tokens == 'split'
+    def cached_guidance(self)->bool:   # 1.9 - 1.10.3 kept each prompt's text embedding in the null branch: no one null prefix
+        return self.numerics.null_tokens == 'split' and not self.numerics.text_embed_never_nulled
 
 # %% ../nbs/07_legacy.ipynb #6ad87a5d
 def _text_prefix(self:LegacyDiffusionPriorNetwork, text_embed:Tensor, text_encodings:Tensor|None, text_keep:Tensor):

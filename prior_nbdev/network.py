@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .transformer import CausalTransformer, SinusoidalPosEmb, MLP
 
 # %% auto #0
-__all__ = ['Config', 'NetConfig', 'DiffusionPriorNetwork', 'check_width', 'keep_mask', 'TextCache']
+__all__ = ['Config', 'NetConfig', 'DiffusionPriorNetwork', 'check_width', 'keep_mask', 'TextCache', 'same_timestep']
 
 # %% ../nbs/03_network.ipynb #4143397c
 class Config:
@@ -293,6 +293,11 @@ def cache_text(self:DiffusionPriorNetwork, text_embed:Tensor, text_encodings:Ten
         _, null_kv = self.causal_transformer(null_prefix, return_kv=True, final=False)
     return TextCache(kv, key_mask, null_kv)
 
+def same_timestep(t:Tensor)->bool:
+    "Whether every sample of the batch is at one timestep (False while a CUDA graph is captured: the values cannot be read then)."
+    if t.is_cuda and torch.cuda.is_current_stream_capturing(): return False
+    return bool((t == t[:1]).all())
+
 @patch
 def predict_cached(self:DiffusionPriorNetwork, cache:TextCache, image_embed:Tensor, diffusion_timesteps:Tensor,
                    self_cond:Tensor|None=None, cond_scale:float=1.)->Tensor:
@@ -305,11 +310,10 @@ def predict_cached(self:DiffusionPriorNetwork, cache:TextCache, image_embed:Tens
     steps = self.step_tokens(image_embed, diffusion_timesteps, keep, self_cond)
     if cond_scale == 1: return run(steps, cache.kv, cache.key_mask)
     if cache.null_kv is None: raise ValueError('this TextCache was made without with_null=True, so it cannot guide')
-    if not self.self_cond:   # the null branch depends on the timestep only: once, broadcast
-        t = diffusion_timesteps[:1]
-        null = run(self.step_tokens(image_embed[:1], t, ~keep[:1], None), cache.null_kv, None)
+    if not self.self_cond and same_timestep(diffusion_timesteps):   # the null branch depends on the timestep only: once, broadcast
+        null = run(self.step_tokens(image_embed[:1], diffusion_timesteps[:1], ~keep[:1], None), cache.null_kv, None)
         cond = run(steps, cache.kv, cache.key_mask)
-    else:                    # it depends on each sample's self-conditioning: both branches in one batch
+    else:   # per sample (its own timestep or self-conditioning): both branches in one batch
         null_steps = self.step_tokens(image_embed, diffusion_timesteps, ~keep, self_cond)
         kv = [(torch.cat((k, nk.expand(b, -1, -1))), torch.cat((v, nv.expand(b, -1, -1)))) for (k, v), (nk, nv) in zip(cache.kv, cache.null_kv)]
         cond, null = run(torch.cat((steps, null_steps)), kv, None).chunk(2)

@@ -50,8 +50,9 @@ def test_cli_trains_and_writes_metrics(tmp_path):
     result = run_cli(config)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
-    assert set(metrics) == set(METRIC_KEYS) | RECALL_KEYS
-    assert all(np.isfinite(v) for v in metrics.values())
+    assert set(metrics) == set(METRIC_KEYS) | RECALL_KEYS | {'run'}
+    assert all(np.isfinite(v) for k, v in metrics.items() if k != 'run')
+    assert {k: v for k, v in metrics['run'].items() if k != 'train_samples_per_s'} == dict(precision='no', compiled=False, processes=1)
     assert metrics['similarity_with_original_image'] > metrics['baseline_similarity']
     assert (tmp_path / 'run' / 'metrics.png').stat().st_size > 10_000
     ckpt = read_checkpoint(tmp_path / 'run' / 'latest.pt')
@@ -250,3 +251,23 @@ def test_init_from_starts_from_given_weights(tmp_path):
     train(config_from_dict(TrainDiffusionPriorConfig, second), progress=False)
     a, b = (json.loads((tmp_path / run / 'history.json').read_text())['loss'] for run in ('first', 'second'))
     assert b[0] < 0.8 * a[0], (a[0], b[0])    # the second run's first losses are those of trained weights
+
+
+def test_ema_weights_move_and_trail_the_online_weights(tmp_path):
+    "The command's EMA (beta 0.9, copying until step 10, then averaging every step) leaves the initial weights and lags the online ones."
+    data = toy_data(tmp_path / 'data')
+    cfg = toy_config(data, tmp_path / 'run', epochs=2, save_every_steps=100, eval_timesteps=[2])
+    cfg['data']['eval_every_steps'] = 1000
+    result = run_cli(write_config(tmp_path, cfg))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = read_checkpoint(tmp_path / 'run' / 'latest.pt')
+    assert trained['step'] == 24
+    # the initial weights: the same run stopped after one step, its EMA never updated (first update at step 10**6)
+    start = toy_config(data, tmp_path / 'start', epochs=2, max_steps=1, ema_update_after_step=0, ema_update_every=10 ** 6, eval_timesteps=[2])
+    train(config_from_dict(TrainDiffusionPriorConfig, start), progress=False)
+    initial = read_checkpoint(tmp_path / 'start' / 'latest.pt')['ema_model']
+    def distance(a, b): return sum((a[k].double() - b[k].double()).abs().sum().item() for k in a if k.startswith('net.'))
+    ema, online = trained['ema_model'], trained['model']
+    moved, lag, trained_by = distance(ema, initial), distance(ema, online), distance(online, initial)
+    assert moved > 0.5 * trained_by, f'the EMA weights moved {moved:.3g} from the initial ones, the online weights {trained_by:.3g}: the EMA was not updated'
+    assert lag > 0.05 * trained_by, f'the EMA weights are {lag:.3g} from the online ones (trained {trained_by:.3g}): with beta 0.9 they should trail them'

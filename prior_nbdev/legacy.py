@@ -175,10 +175,10 @@ def _step_tokens(self:LegacyDiffusionPriorNetwork, image_embed:Tensor, diffusion
     return torch.cat(tokens + [self.learned_query.to(dtype).expand(batch, 1, -1)], dim=1)
 
 def _predict_cached(self:LegacyDiffusionPriorNetwork, cache:TextCache, image_embed:Tensor, diffusion_timesteps:Tensor,
-                    self_cond:Tensor|None=None, cond_scale:float=1.)->Tensor:
+                    self_cond:Tensor|None=None, cond_scale:float=1., one_timestep:bool|None=None)->Tensor:
     if cond_scale != 1 and not self.cached_guidance:
         raise ValueError('with these numerics guidance runs through the whole sequence: use forward_with_cond_scale')
-    return DiffusionPriorNetwork.predict_cached(self, cache, image_embed, diffusion_timesteps, self_cond, cond_scale)
+    return DiffusionPriorNetwork.predict_cached(self, cache, image_embed, diffusion_timesteps, self_cond, cond_scale, one_timestep)
 
 LegacyDiffusionPriorNetwork.text_prefix, LegacyDiffusionPriorNetwork.step_tokens = _text_prefix, _step_tokens
 LegacyDiffusionPriorNetwork.predict_cached = _predict_cached

@@ -300,7 +300,8 @@ def same_timestep(t:Tensor)->bool:
 
 @patch
 def predict_cached(self:DiffusionPriorNetwork, cache:TextCache, image_embed:Tensor, diffusion_timesteps:Tensor,
-                   self_cond:Tensor|None=None, cond_scale:float=1.)->Tensor:
+                   self_cond:Tensor|None=None, cond_scale:float=1.,
+                   one_timestep:bool|None=None)->Tensor: # every sample at one step: None looks; samplers say so (no GPU sync, fast CUDA graphs)
     "Same as `forward_with_cond_scale` on the cached text, running only the step tokens."
     b, device = image_embed.shape[0], image_embed.device
     keep = torch.ones(b, dtype=torch.bool, device=device)
@@ -310,7 +311,7 @@ def predict_cached(self:DiffusionPriorNetwork, cache:TextCache, image_embed:Tens
     steps = self.step_tokens(image_embed, diffusion_timesteps, keep, self_cond)
     if cond_scale == 1: return run(steps, cache.kv, cache.key_mask)
     if cache.null_kv is None: raise ValueError('this TextCache was made without with_null=True, so it cannot guide')
-    if not self.self_cond and same_timestep(diffusion_timesteps):   # the null branch depends on the timestep only: once, broadcast
+    if not self.self_cond and (one_timestep if one_timestep is not None else same_timestep(diffusion_timesteps)):   # the null branch depends on the timestep only: once, broadcast
         null = run(self.step_tokens(image_embed[:1], diffusion_timesteps[:1], ~keep[:1], None), cache.null_kv, None)
         cond = run(steps, cache.kv, cache.key_mask)
     else:   # per sample (its own timestep or self-conditioning): both branches in one batch

@@ -30,16 +30,17 @@ def randn_rows(like:Tensor, generator=None)->Tensor:
 @patch
 def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, self_cond:Tensor|None=None,
                      cond_scale:float=1., cache=None, negative_cond:dict|None=None, negative_cache=None,
-                     predict=None)->Tensor: # predict(x, t): the cached network call, replayed from a CUDA graph
+                     predict=None,          # predict(x, t): the cached network call, replayed from a CUDA graph
+                     one_timestep:bool|None=None)->Tensor: # every row at one step (the samplers' case); None: look
     "The network's estimate of x0 from `x` at steps `t`, guided with strength `cond_scale` away from the null condition or from `negative_cond`."
     if negative_cond is not None and cond_scale != 1:   # both branches see the noised image; only the text differs
         if cache is not None:
-            cond, neg = (self.net.predict_cached(c, x, t, self_cond) for c in (cache, negative_cache))
+            cond, neg = (self.net.predict_cached(c, x, t, self_cond, one_timestep=one_timestep) for c in (cache, negative_cache))
         else:
             cond, neg = (self.net.forward_with_cond_scale(x, t, self_cond=self_cond, **c) for c in (text_cond, negative_cond))
         pred = neg + (cond - neg) * cond_scale
     elif predict is not None: pred = predict(x, t)
-    elif cache is not None: pred = self.net.predict_cached(cache, x, t, self_cond, cond_scale)
+    elif cache is not None: pred = self.net.predict_cached(cache, x, t, self_cond, cond_scale, one_timestep=one_timestep)
     else: pred = self.net.forward_with_cond_scale(x, t, cond_scale=cond_scale, self_cond=self_cond, **text_cond)
     if self.predict_v: x_start = self.noise_scheduler.predict_start_from_v(x, t, pred)
     elif self.predict_x_start: x_start = pred
@@ -75,11 +76,11 @@ def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float,
     predict = None
     if cuda_graph:
         t0 = torch.full((batch,), times[0], device=self.device, dtype=torch.long)
-        predict = cuda_graphed(lambda x, t: self.net.predict_cached(cache, x, t, None, cond_scale), x, t0)
+        predict = cuda_graphed(lambda x, t: self.net.predict_cached(cache, x, t, None, cond_scale, one_timestep=True), x, t0)
     x_start, trajectory = None, []
     for i, time in enumerate(tqdm(times, desc='sampling', disable=not progress)):
         t = torch.full((batch,), time, device=self.device, dtype=torch.long)
-        x_start = self.estimate_x_start(x, t, text_cond, self_cond=x_start if self.net.self_cond else None, cond_scale=cond_scale,
+        x_start = self.estimate_x_start(x, t, text_cond, self_cond=x_start if self.net.self_cond else None, cond_scale=cond_scale, one_timestep=True,
                                         cache=cache, negative_cond=negative_cond, negative_cache=negative_cache, predict=predict)
         if return_intermediates: trajectory.append((time, x / scale, x_start / scale))
         if callback is not None and callback(i, time, x / scale, x_start / scale) is False:

@@ -20,7 +20,7 @@ __all__ = ['SAFE_GLOBALS', 'MAX_PICKLE_OPS', 'MAX_TIMESTEPS', 'PRETRAINED_WEIGHT
            'UnsafeCheckpointError', 'shown', 'checkpoint_format', 'DroppedObject', 'StoredVersion', 'version_string',
            'scan_pickle', 'check_archive', 'check_loaded', 'read_checkpoint', 'write_line', 'prior_config',
            'stored_config', 'prior_state', 'infer_net_config', 'infer_schedule', 'fit_problem', 'check_fits',
-           'inferred_config', 'load_prior', 'weights_to_save', 'save_prior', 'load_prior_weights']
+           'inferred_config', 'load_prior', 'weights_to_save', 'save_prior', 'load_prior_weights', 'hub_reachable']
 
 # %% ../nbs/08_checkpoint.ipynb #7d4f7408
 def atomic_write(path:str|Path, write):
@@ -420,7 +420,7 @@ def _save_pretrained(self:DiffusionPrior, save_directory:Path):
     atomic_write(save_directory / 'config.json', lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True)))
 
 # %% ../nbs/08_checkpoint.ipynb #1bd9a8ae
-def _hub_reachable(timeout:float=3.)->str|None:
+def hub_reachable(timeout:float=3.)->str|None:
     "None when the Hub's endpoint answers a TCP connection, else why not."
     import socket, urllib.parse
     from huggingface_hub import constants
@@ -441,7 +441,7 @@ def _pretrained_files(model_id:str, **hub_kwargs)->tuple[Path, Path]:
         raise FileNotFoundError(f'{model_id!r} is neither a folder nor a hub id like "user/name"')
     from huggingface_hub import hf_hub_download, constants
     offline = constants.HF_HUB_OFFLINE or hub_kwargs.get('local_files_only')
-    if not offline and (why := _hub_reachable()):
+    if not offline and (why := hub_reachable()):
         raise ConnectionError(f'cannot download {model_id!r} from the Hugging Face Hub: {why}. Pass a local folder, '
                               'or set HF_HUB_OFFLINE=1 to use a copy in the local cache')
     try: return tuple(Path(hf_hub_download(model_id, name, **hub_kwargs)) for name in ('config.json', PRETRAINED_WEIGHTS))

@@ -11,10 +11,12 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from fastcore.basics import patch
 from .network import Config
+from .checkpoint import hub_reachable
 
 # %% auto #0
-__all__ = ['CLIP_ENTRY_POINTS', 'OpenClipAdapter', 'OpenAIClipAdapter', 'register_clip', 'clip_builders', 'make_clip',
-           'ClipConfig', 'clip_from_config', 'images_to_tensor', 'embed_pairs', 'write_clip_embeddings']
+__all__ = ['CLIP_ENTRY_POINTS', 'OpenClipAdapter', 'OpenAIClipAdapter', 'register_clip', 'clip_builders',
+           'check_weights_reachable', 'make_clip', 'ClipConfig', 'clip_from_config', 'images_to_tensor', 'embed_pairs',
+           'write_clip_embeddings']
 
 # %% ../nbs/11_clip.ipynb #0005
 def _find_ln_final(model:nn.Module)->nn.Module:
@@ -123,8 +125,17 @@ def clip_builders()->dict:
     from importlib.metadata import entry_points
     return {**{ep.name: ep for ep in entry_points(group=CLIP_ENTRY_POINTS)}, **_registered_clips}
 
+def check_weights_reachable(model:str, pretrained:str|None):
+    "Fail at once, naming the CLIP, when its weights are a download tag and the Hub cannot be reached (instead of a minute of retries)."
+    from huggingface_hub import constants
+    if not pretrained or Path(pretrained).is_file() or constants.HF_HUB_OFFLINE: return
+    if why := hub_reachable():
+        raise ConnectionError(f'cannot download the weights of CLIP {model} (pretrained={pretrained!r}): {why}. Give a local weights '
+                              'file as pretrained, or set HF_HUB_OFFLINE=1 to use the local cache')
+
 def make_clip(make:str='open_clip', model:str|None=None, pretrained:str|None=None):
     "A CLIP adapter: an open_clip model, OpenAI's weights (`make='openai'`), or a registered builder by name."
+    if make in ('open_clip', 'openai'): check_weights_reachable(model or 'ViT-L-14', 'openai' if make == 'openai' else pretrained)
     if make == 'open_clip':
         if model is None: raise ValueError("make='open_clip' needs an open_clip model name (open_clip.list_models())")
         return OpenClipAdapter(model, pretrained=pretrained)

@@ -441,6 +441,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
     pending, last_save, last_eval, clock = [], time.time(), time.time(), time.time()
     samples_at_clock, done = trainer.steps_done, trainer.steps_done >= total_steps
     compile_seconds = None if tc.compile else 0.
+    first_step, loop_start, paused = trainer.steps_done, time.time(), 0.   # paused: validation and saving, not training
     trainer.train()
     # an audit trail of the rows each step consumed, when PRIOR_NBDEV_AUDIT_ROWS names a folder (for checking the data order)
     audit = (open(Path(os.environ['PRIOR_NBDEV_AUDIT_ROWS']) / f'rank{rank}.tsv', 'a', buffering=1)
@@ -452,6 +453,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
             trainer.update()
             if compile_seconds is None:   # the first compiled step: compilation, reported apart from throughput
                 compile_seconds = time.time() - clock; clock, samples_at_clock = time.time(), trainer.steps_done
+                first_step, loop_start = trainer.steps_done, time.time()
                 if main: bar.write(f'compiled the prior: the first step took {compile_seconds:.1f} s')
             if audit is not None: audit.write(f"{trainer.steps_done}\t{train_loader.epoch}\t{'|'.join(batch.get('captions', []))}\n")
             step = trainer.steps_done
@@ -471,6 +473,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
             eval_due = (step % dc.eval_every_steps == 0) if dc.eval_every_steps else (now - last_eval >= dc.eval_every_seconds)
             save_due = (step % tc.save_every_steps == 0) if tc.save_every_steps else (now - last_save >= tc.save_every_seconds)
             eval_due, save_due = _broadcast(accelerator, [eval_due or done, save_due or done])
+            pause_start = time.time()
             if eval_due:
                 m = validate(); last_eval = time.time()
                 if m is not None:
@@ -485,7 +488,9 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
                 if done and main: link_latest(latest)
                 last_save = time.time()
                 if main: _write_json(out / 'history.json', history)
+            paused += time.time() - pause_start
             if done: break
+    trained = (trainer.steps_done - first_step) * dc.batch_size * world / max(time.time() - loop_start - paused, 1e-9)
     bar.close()
     if audit is not None: audit.close()
     fingerprint = sum(p.detach().double().abs().sum().item() for p in trainer.unwrapped_prior.net.parameters())
@@ -498,7 +503,7 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
         accelerator.log({f'test/fidelity/{name}': m['fidelity'] for name, m in truth['methods'].items()}, step=trainer.steps_done)
         _save_figure(plot_ground_truth(truth), out / 'ground_truth.png', dpi=120)
         for line in ground_truth_lines(truth): write_line(line)
-    if metrics: metrics['run'] = dict(precision=accelerator.mixed_precision, compiled=tc.compile, processes=world,
+    if metrics: metrics['run'] = dict(precision=accelerator.mixed_precision, compiled=tc.compile, processes=world, train_samples_per_s=round(trained, 1),
                                       **({'compile_seconds': round(compile_seconds, 1)} if tc.compile and compile_seconds else {}))
     if metrics and main:
         _write_json(out / 'metrics.json', metrics)

@@ -1,5 +1,6 @@
 "OpenAIClipAdapter asks open_clip for OpenAI's weights by open_clip's name (no download happens here)."
 import open_clip
+import pytest
 from prior_nbdev.clip import OpenAIClipAdapter
 
 
@@ -18,3 +19,16 @@ def test_openai_adapter_requests_openai_weights(monkeypatch):
     tokens = adapter.tokenize(['a cat'])
     end = int((tokens[0] == 49407).nonzero()[0])
     assert (enc.new_tensor(adapter.embed_text(tokens)[1][0, end + 1:]) == 0).all()
+
+
+def test_weights_that_cannot_be_downloaded_fail_at_once(monkeypatch):
+    "A pretrained tag with the Hub out of reach names the CLIP at once instead of retrying for a minute."
+    import time
+    import prior_nbdev.clip as clip_module
+    from prior_nbdev.clip import make_clip
+    monkeypatch.setattr(clip_module, 'hub_reachable', lambda: 'https://huggingface.co cannot be reached (test)')
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    start = time.time()
+    with pytest.raises(ConnectionError, match=r"cannot download the weights of CLIP ViT-L-14 \(pretrained='openai'\)"):
+        make_clip('openai', 'ViT-L-14')
+    assert time.time() - start < 5

@@ -1,9 +1,10 @@
 "The shape of the package: imports point down the chapters, no module takes another's private names, no cycles."
-import ast, re
+import ast, json, re
 from pathlib import Path
 import prior_nbdev
 
 PKG = Path(prior_nbdev.__file__).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def chapters():
@@ -64,3 +65,13 @@ def test_no_import_cycles():
         for t in edges.get(m, ()): visit(t, path + [m])
         state[m] = 'done'
     for m in edges: visit(m, [])
+
+
+def test_stored_notebooks_are_valid_nbformat():
+    "Markdown cells carry no outputs (nbformat forbids them), and no stored output holds a terminal escape."
+    for path in sorted((ROOT / 'nbs').glob('*.ipynb')):
+        for cell in json.loads(path.read_text())['cells']:
+            assert cell['cell_type'] == 'code' or not ({'outputs', 'execution_count'} & set(cell)), f'{path.name}: a {cell["cell_type"]} cell with outputs'
+            for out in cell.get('outputs', []):
+                text = ''.join(out.get('text', [])) + ''.join(''.join(v) for k, v in out.get('data', {}).items() if k.startswith('text/'))
+                assert '\x1b[' not in text, f'{path.name}: a stored output with terminal escapes: {text[:200]!r}'

@@ -25,6 +25,8 @@ def run(path:Path):
     cwd = os.getcwd(); os.chdir(path.parent)
     try:
         for cell in nb.cells:
+            if cell.cell_type != 'code':         # markdown cells have no outputs in nbformat
+                cell.pop('outputs', None); cell.pop('execution_count', None); continue
             if skip(cell): cell.outputs = []; cell.execution_count = None; continue
             cell.outputs = []                    # execnb keeps a cell's old outputs when it prints nothing now
             shell.cell(cell)

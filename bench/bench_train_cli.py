@@ -1,0 +1,94 @@
+"""The training command against the bare training step, same config, same machine.
+
+    python bench/bench_train_cli.py [--steps 300] [--json bench/results/train_cli_cpu.json]
+
+Two small shapes-world configs: conditioning on the text embedding only, and on CLIP's per-token encodings (the CLIP's
+text tower then runs on every batch's captions inside the command). For each: `train_diffusion_prior` end to end (it
+reads the shards, shuffles, runs the CLIP, steps, logs, validates and saves; its `metrics.json` reports the training
+loop's samples/s with validation and saving left out), and the bare step in this process (the trainer on batches
+already in memory, as `bench/bench_prior.py` times it). The CLIP's share is the bare step with the text tower run on
+the captions against the bare step alone.
+"""
+import argparse, json, os, platform, subprocess, sys, tempfile, time
+from pathlib import Path
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config(data:Path, run:Path, steps:int, encodings:bool, batch:int)->dict:
+    return dict(
+        prior=dict(net=dict(dim=64, depth=4, dim_head=16, heads=4, ff_mult=8, max_text_len=24 if encodings else 1, num_timesteps=1000,
+                            normformer=True), image_embed_dim=64, timesteps=1000, cond_drop_prob=0.1, condition_on_text_encodings=encodings,
+                   **(dict(clip=dict(make='prior_nbdev_shapes')) if encodings else {})),
+        data=dict(image_url=str(data / 'img_emb'), text_url=str(data / 'text_emb'), meta_url=str(data / 'metadata'), batch_size=batch,
+                  splits=dict(train=0.96, val=0.02, test=0.02), eval_every_steps=10**9, block_size=4096),
+        train=dict(epochs=1000, max_steps=steps, lr=1e-3, save_every_steps=10**9, log_every_steps=25, eval_timesteps=[4],
+                   device='cpu', num_threads=torch.get_num_threads(), resume=False),
+        tracker=dict(data_path=str(run), save_best=False))
+
+
+def command_rate(cfg:dict, folder:Path)->tuple[float, float]:
+    path = folder / 'config.json'; path.write_text(json.dumps(cfg))
+    start = time.time()
+    result = subprocess.run(['train_diffusion_prior', '--config_path', str(path), '--no_progress'], capture_output=True, text=True,
+                            env={**os.environ, 'OMP_NUM_THREADS': str(torch.get_num_threads())})
+    if result.returncode: sys.exit(result.stderr[-3000:])
+    return json.loads((Path(cfg['tracker']['data_path']) / 'metrics.json').read_text())['run']['train_samples_per_s'], time.time() - start
+
+
+def bare_rate(cfg:dict, captions:list[str], steps:int, with_clip:bool)->float:
+    from prior_nbdev.train import build_prior, config_from_dict, TrainDiffusionPriorConfig
+    from prior_nbdev.trainer import DiffusionPriorTrainer
+    c = config_from_dict(TrainDiffusionPriorConfig, cfg)
+    torch.manual_seed(0)
+    prior = build_prior(c.prior)
+    trainer = DiffusionPriorTrainer(prior, device='cpu', lr=1e-3)
+    batch = c.data.batch_size
+    text, image = torch.nn.functional.normalize(torch.randn(2, batch, 64), dim=-1)
+    caps = captions[:batch]
+    encodings = prior.clip.embed_text(prior.clip.tokenize(caps))[1] if prior.clip is not None else None
+    def step():
+        enc = prior.clip.embed_text(prior.clip.tokenize(caps))[1] if with_clip else encodings
+        trainer(text_embed=text, image_embed=image, **({'text_encodings': enc} if enc is not None else {})); trainer.update()
+    for _ in range(10): step()
+    start = time.time()
+    for _ in range(steps): step()
+    return steps * batch / (time.time() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--steps', type=int, default=300)
+    parser.add_argument('--batch', type=int, default=128)
+    parser.add_argument('--pairs', type=int, default=8000)
+    parser.add_argument('--json', default=str(ROOT / 'bench' / 'results' / 'train_cli_cpu.json'))
+    args = parser.parse_args()
+    from prior_nbdev.shapes import make_shapes_scenes, shapes_clip
+    from prior_nbdev.clip import write_clip_embeddings
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        images, captions, _ = make_shapes_scenes(args.pairs, seed=7)
+        write_clip_embeddings(shapes_clip(), images, captions, tmp / 'data', progress=False)
+        for encodings in (False, True):
+            cfg = config(tmp / 'data', tmp / f'run_{encodings}', args.steps, encodings, args.batch)
+            command, wall = command_rate(cfg, tmp)
+            bare = bare_rate(cfg, captions, min(args.steps, 100), with_clip=False)
+            bare_clip = bare_rate(cfg, captions, min(args.steps, 100), with_clip=True) if encodings else None
+            row = dict(conditioning='text encodings (CLIP text tower in the loop)' if encodings else 'text embedding',
+                       batch=args.batch, command_samples_per_s=round(command, 1), bare_step_samples_per_s=round(bare, 1),
+                       command_vs_bare=round(command / bare, 3), command_wall_s=round(wall, 1))
+            if bare_clip is not None:
+                row.update(bare_step_with_clip_samples_per_s=round(bare_clip, 1), clip_share_of_step=round(1 - bare_clip / bare, 3),
+                           command_vs_bare_with_clip=round(command / bare_clip, 3))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    record = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}',
+                  threads=torch.get_num_threads(), steps=args.steps, rows=rows)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(record, indent=2) + '\n')
+
+
+if __name__ == '__main__':
+    main()

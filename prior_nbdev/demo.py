@@ -38,7 +38,7 @@ def demo_config(out:Path, *, num_pairs:int, steps:int=DEMO_STEPS, batch_size:int
                   batch_size=batch_size, splits=dict(train=1 - 2 * test, val=test, test=test), eval_every_steps=max(steps // 4, 1),
                   block_size=4096, label_columns=list(LABELS) if ground_truth else None),
         train=dict(epochs=10_000, max_steps=steps, lr=1e-3, wd=0.01, max_grad_norm=0.5, ema_beta=0.995, ema_update_after_step=100,
-                   ema_update_every=1, warmup_steps=200, cosine_decay_max_steps=steps, eval_timesteps=[64], eval_num_samples_per_batch=2,
+                   ema_update_every=1, ema_warmup=False, warmup_steps=200, cosine_decay_max_steps=steps, eval_timesteps=[64], eval_num_samples_per_batch=2,
                    save_every_steps=max(steps // 4, 1), log_every_steps=25, device='cpu', num_threads=threads, resume=False,
                    eval_claims='prior_nbdev.shapes:SHAPES_RULES', eval_ground_truth_rows=probe_rows, eval_ground_truth_test_rows=1000),
         tracker=dict(data_path=str(out))), overrides)
@@ -118,8 +118,13 @@ def demo_main(argv:list[str]|None=None):
     parser.add_argument('--no_progress', action='store_true')
     parser.add_argument('--no_ground_truth', action='store_true', help='skip the probes (fidelity and diversity in metrics.json, ground_truth.png)')
     parser.add_argument('--probe_rows', type=int, default=10_000, help='labelled training pairs the probes (and the ridge predictor) are fitted on')
+    parser.add_argument('--embed_only', action='store_true', help='only write the embeddings (OUT/embeddings, clip-retrieval\'s layout: what '
+                        '`train_diffusion_prior --config_path shapes` reads when run in OUT), then stop')
     args = parser.parse_args(argv)
     if args.pairs < 3000: parser.error('--pairs must be at least 3000 (1,000 validation and 1,000 test pairs are held out)')
+    if args.embed_only:
+        demo_embeddings(Path(args.out), args.pairs, progress=not args.no_progress)
+        print(f'{args.pairs:,} shapes-world pairs embedded into {Path(args.out) / "embeddings"}', file=sys.stderr); return
     metrics = run_demo(args.out, num_pairs=args.pairs, steps=args.steps, threads=args.threads, progress=not args.no_progress,
                        ground_truth=not args.no_ground_truth, probe_rows=args.probe_rows)
     gain = metrics['similarity_with_original_image'] - metrics['baseline_similarity']

@@ -162,7 +162,8 @@ def clip_from_config(config:ClipConfig|dict, where:str='prior.clip'):
     config = config if isinstance(config, ClipConfig) else ClipConfig.from_dict(config, where)
     if config.base_model_kwargs:
         raise ValueError(f"{where}.base_model_kwargs configures the reference's x-clip models, which are not supported: use make='open_clip' "
-                         "(any open_clip model), 'openai' or a registered CLIP")
+                         "(any open_clip model), 'openai' or a registered CLIP; for the reference's ViT-L/14 prior, "
+                         "train_diffusion_prior --config_path vit-l-14 uses OpenAI's ViT-L/14 through open_clip")
     model = config.model or ('ViT-L-14' if config.make in ('open_clip', 'openai') else None)
     return make_clip(config.make, model, config.pretrained)
 

@@ -119,7 +119,7 @@ def scan_pickle(f, size:int):
         if op.name.startswith('LONG') and isinstance(arg, int) and abs(arg) >= 2**61 and arg != _TORCH_MAGIC:
             raise UnsafeCheckpointError(f'an integer of {arg.bit_length()} bits (it could only serve to make a dictionary slow)')
         if op.name.endswith(('PUT', 'GET')) and isinstance(arg, int) and arg > n:
-            raise UnsafeCheckpointError(f'a memo index of {arg:,} in a pickle at its {n:,}th operation')
+            raise UnsafeCheckpointError(f'a memo index of {arg:,} after {n:,} operations of a pickle')
         if op.name == 'STOP': return
 
 # %% ../nbs/08_checkpoint.ipynb #275fd999
@@ -217,6 +217,7 @@ def read_checkpoint(path:str|Path, map_location='cpu'):
         raise UnsafeCheckpointError(f'{path} was refused as unsafe: {_refusal(e)} (only tensors, containers, numbers and '
                                     'version objects are loaded; no code from the file runs)') from None
     except Exception as e:
+        if isinstance(e, ValueError) and str(e).startswith(str(path)): raise   # already says what is wrong with the file
         raise ValueError(f'{path} is corrupt: {type(e).__name__}: {shown(str(e).splitlines()[0] if str(e) else "", 200)}') from None
     return _plain(obj, path)
 

@@ -17,7 +17,8 @@ from .clip import images_to_tensor
 from .arithmetic import prompt_walk, shapes_prior
 
 # %% auto #0
-__all__ = ['APP_NOTEBOOK', 'PromptExplorer', 'load_explorer', 'explorer_main']
+__all__ = ['DEMO_DIR_SETTING', 'APP_NOTEBOOK', 'PromptExplorer', 'demo_run', 'load_explorer', 'voila_command', 'explorer_parser',
+           'explorer_command', 'explorer_main']
 
 # %% ../nbs/18_explorer.ipynb #0005
 class PromptExplorer:
@@ -133,13 +134,20 @@ def on_walk(self:PromptExplorer, _=None):
     self.last_walk = _show(self.walk_output, lambda: self.walk(self.walk_start.value, self.walk_end.value, self.walk_steps.value), self.walk_figure)
 
 # %% ../nbs/18_explorer.ipynb #0009
+DEMO_DIR_SETTING = 'PRIOR_NBDEV_DEMO_DIR'   # the environment variable naming a demo run for the app notebook
+
+def demo_run(demo_dir:str|Path)->Path:
+    "`demo_dir`, checked to hold a `prior_nbdev_demo` run."
+    demo_dir = Path(demo_dir)
+    if not (demo_dir / 'latest.pt').exists(): raise FileNotFoundError(f'{demo_dir} holds no demo run (no latest.pt); run prior_nbdev_demo --out {demo_dir}')
+    return demo_dir
+
 def load_explorer(demo_dir:str|Path|None=None)->PromptExplorer:
     "An explorer over the shipped demo prior (or a `prior_nbdev_demo` run's) and 1,000 held-out pictures."
     if demo_dir is None:
         images, captions = make_shapes_dataset(1000, seed=99)     # a seed the prior never saw
         return PromptExplorer(shapes_prior(), shapes_clip(), images, captions, decoder=shapes_decoder())
-    demo_dir = Path(demo_dir)
-    if not (demo_dir / 'latest.pt').exists(): raise FileNotFoundError(f'{demo_dir} holds no demo run (no latest.pt); run prior_nbdev_demo --out {demo_dir}')
+    demo_dir = demo_run(demo_dir)
     pairs = json.loads((demo_dir / 'summary.json').read_text())['pairs']
     images, captions = make_shapes_dataset(pairs, seed=2024)
     return PromptExplorer(load_prior(demo_dir / 'latest.pt'), shapes_clip(), images[-1000:], captions[-1000:], decoder=shapes_decoder())
@@ -147,10 +155,41 @@ def load_explorer(demo_dir:str|Path|None=None)->PromptExplorer:
 # %% ../nbs/18_explorer.ipynb #ab767f53
 APP_NOTEBOOK = Path(__file__).parent / 'assets' / 'explorer_app.ipynb' if '__file__' in globals() else Path('../prior_nbdev/assets/explorer_app.ipynb')
 
+def voila_command()->list[str]|None:
+    "The command starting the Voila of the running Python (its environment need not be activated), else the `voila` on PATH; None without one."
+    import importlib.util, shutil, sys
+    if importlib.util.find_spec('voila') is not None: return [sys.executable, '-m', 'voila']
+    found = shutil.which('voila')
+    return None if found is None else [found]
+
+# %% ../nbs/18_explorer.ipynb #f1a2b3c4
+def explorer_parser():
+    "The options of `prior_nbdev_explorer`; whatever it does not know goes to Voila."
+    import argparse
+    parser = argparse.ArgumentParser(prog='prior_nbdev_explorer', allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage='%(prog)s [-h] [--demo_dir DIR] [Voila options ...]',
+        description='Serve the explorer as a web page with Voila: type a prompt, sample an image embedding with a\n'
+                    'diffusion prior, see how it compares with held-out pictures, walk between two prompts.',
+        epilog=f'environment:\n  {DEMO_DIR_SETTING}  a prior_nbdev_demo run to explore, as --demo_dir (which wins)\n\n'
+               "Voila's options:\n  every other argument goes to Voila, e.g. --port=8866, --no-browser or --Voila.ip=0.0.0.0;\n"
+               '  voila --help-all lists them')
+    parser.add_argument('--demo_dir', metavar='DIR', help='a prior_nbdev_demo --out folder whose prior and held-out pictures to show '
+                        f'(default: ${DEMO_DIR_SETTING}, else the packaged shapes prior)')
+    return parser
+
+def explorer_command(argv:list[str], environ:dict)->tuple[list[str], dict]:
+    "The Voila command line and environment that serve the app notebook for `argv`."
+    import sys
+    args, voila_args = explorer_parser().parse_known_args(argv)
+    env = dict(environ)
+    if demo_dir := args.demo_dir or env.get(DEMO_DIR_SETTING): env[DEMO_DIR_SETTING] = str(demo_run(demo_dir).resolve())
+    if (voila := voila_command()) is None:
+        raise FileNotFoundError(f'Voila is needed, and neither {sys.executable} nor the PATH has it: pip install prior_nbdev[explore]')
+    return [*voila, str(APP_NOTEBOOK), *voila_args], env
+
 def explorer_main(argv:list[str]|None=None):
-    "Entry point of `prior_nbdev_explorer`: the explorer as a standalone page, served by Voila (arguments go to Voila)."
-    import shutil, subprocess, sys
-    voila = shutil.which('voila')
-    if voila is None: sys.exit('prior_nbdev_explorer needs Voila: pip install prior_nbdev[explore]')
-    argv = sys.argv[1:] if argv is None else argv
-    sys.exit(subprocess.call([voila, str(APP_NOTEBOOK), *argv]))
+    "Entry point of `prior_nbdev_explorer`: the explorer as a standalone page, served by Voila."
+    import os, subprocess, sys
+    try: command, env = explorer_command(sys.argv[1:] if argv is None else argv, os.environ)
+    except FileNotFoundError as e: sys.exit(f'prior_nbdev_explorer: error: {e}')
+    sys.exit(subprocess.call(command, env=env))

@@ -4,18 +4,21 @@
 
 # %% ../nbs/17_sample.ipynb #d868db31
 from __future__ import annotations
-import json, sys, time
+import argparse, json, sys, time
 from pathlib import Path
 import numpy as np
 import torch
+import torch.nn.functional as F
 from .prior import DiffusionPrior
+from .sampling import SAMPLERS
 from .clip import make_clip, clip_builders
 from .data import numbered_files
 from .checkpoint import atomic_write, load_prior, prior_state, write_line
 
 # %% auto #0
-__all__ = ['CaptionSource', 'read_captions', 'clip_by_name', 'text_condition', 'check_width', 'shard_done', 'write_shard',
-           'batch_generator', 'predict_embeddings', 'sample_main']
+__all__ = ['SAMPLE_STEPS', 'RECORDED', 'NUM_SAMPLES_HELP', 'CaptionSource', 'read_captions', 'clip_by_name', 'text_condition',
+           'check_width', 'shard_done', 'write_shard', 'batch_generator', 'shard_batches', 'dealt', 'write_gathered',
+           'negative_condition', 'embed_rows', 'predict_embeddings', 'sample_parser', 'sample_main']
 
 # %% ../nbs/17_sample.ipynb #acb2c826
 class CaptionSource:
@@ -110,48 +113,97 @@ def batch_generator(seed:int, first_row:int)->torch.Generator:
     "The generator for the batch starting at `first_row`."
     return torch.Generator(device='cpu').manual_seed(seed * 1_000_003 + first_row)
 
+# %% ../nbs/17_sample.ipynb #a3c1d2e4
+def shard_batches(count:int, shard_size:int, batch_size:int, shards:list[int])->list[tuple[int, list[tuple[int, int]]]]:
+    "Per output shard in `shards`, the row ranges `(start, end)` of its batches: the same however many processes share them."
+    def bounds(k): return k * shard_size, min((k + 1) * shard_size, count)
+    return [(k, [(s, min(s + batch_size, bounds(k)[1])) for s in range(*bounds(k), batch_size)]) for k in shards]
+
+def dealt(plan:list, rank:int, world_size:int)->list[list[tuple[int, int]]]:
+    "Per shard of `plan`, the batches that process `rank` of `world_size` samples: the plan's batches dealt out in turn."
+    out, first = [], 0
+    for _, batches in plan:
+        out.append([b for i, b in enumerate(batches, start=first) if i % world_size == rank])
+        first += len(batches)
+    return out
+
+def write_gathered(out:Path, k:int, batches:list[tuple[int, int]], everyone:list[dict], source:CaptionSource, out_dtype=np.float16):
+    "Write shard `k` from every process's `{first row: (image embeddings, text embeddings)}` of its `batches`."
+    got = {s: part for parts in everyone for s, part in parts.items()}
+    lo, hi = batches[0][0], batches[-1][1]
+    image, text = (np.concatenate([got[s][i] for s, _ in batches]).astype(out_dtype) for i in (0, 1))
+    write_shard(out, k, image, text, np.arange(lo, hi), source.captions[lo:hi] if source.captions is not None else None)
+
+# %% ../nbs/17_sample.ipynb #d6f4a5b7
+def negative_condition(prior:DiffusionPrior, text:str, cond_scale:float, clip=None)->dict:
+    "`sample`'s `negative_text_embed` (and `negative_text_encodings`) for the negative prompt `text`, embedded by `clip`."
+    if cond_scale == 1: raise ValueError('a negative prompt steers through guidance, which cond_scale 1 turns off: pass --cond_scale above 1 (e.g. 2)')
+    source = CaptionSource([text], name='the negative prompt')
+    check_width(prior, source, clip)
+    return {f'negative_{k}': v for k, v in text_condition(prior, source, 0, 1, clip).items()}
+
+def embed_rows(prior:DiffusionPrior, source:CaptionSource, start:int, end:int, *, clip=None, negative:dict|None=None,
+               autocast_dtype=None, **sample_args)->tuple[np.ndarray, np.ndarray]: # sample_args: `sample`'s (generator, timesteps, ...)
+    "(unit image embeddings, text embeddings) of rows [start, end) of `source`, float32 arrays."
+    cond = text_condition(prior, source, start, end, clip)
+    with torch.autocast(prior.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        sampled = prior.sample(**cond, **(negative or {}), **sample_args)
+    return F.normalize(sampled.float(), dim=-1).cpu().numpy(), cond['text_embed'].float().cpu().numpy()
+
 # %% ../nbs/17_sample.ipynb #6b1f8dd4
-def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path, *, clip=None,
-                       shard_size:int=100_000, batch_size:int=1024, cond_scale:float=1., num_samples_per_batch:int=2,
-                       timesteps:int|None=64, seed:int=0, dtype:str='float32', out_dtype=np.float16,
-                       rank:int=0, world_size:int=1, progress:bool=True,
-                       cuda_graph:bool=False)->dict: # CUDA only: replay each batch's per-step network call from a CUDA graph
+SAMPLE_STEPS = 16   # the command's default sampling steps: the demo chapter's table of samplers and steps
+
+def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path, *, clip=None, shard_size:int=100_000,
+                       batch_size:int=1024, cond_scale:float=1., num_samples_per_batch:int=2, timesteps:int=SAMPLE_STEPS,
+                       sampler:str|None=None,            # one of SAMPLERS; None: the reference's rule (DDIM below T steps)
+                       negative_prompt:str|None=None,    # steer every sample away from this text (needs cond_scale != 1)
+                       seed:int=0, dtype:str='float32', out_dtype=np.float16, rank:int=0, world_size:int=1,
+                       gather=None,                      # gather(obj, dst): every rank's obj on rank dst, None elsewhere
+                       progress:bool=True, cuda_graph:bool=False)->dict: # cuda_graph: replay each step's network call (CUDA)
     "Predict image embeddings for every row of `source` into clip-retrieval shards under `out`; returns counts and timing."
     from tqdm.auto import tqdm
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     check_width(prior, source, clip)
     autocast = {'float32': None, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
     if dtype not in autocast: raise ValueError(f'dtype must be one of {list(autocast)}, got {dtype!r}')
-    shards = [k for k in range(-(-source.count // shard_size)) if k % world_size == rank]
-    todo = [k for k in shards if not shard_done(out, k)]
-    rows_todo = sum(min((k + 1) * shard_size, source.count) - k * shard_size for k in todo)
-    bar = tqdm(total=rows_todo, desc=f'sampling (rank {rank})', unit='emb', disable=not progress)
+    if world_size > 1 and gather is None: raise ValueError(f'{world_size} processes need a gather(obj, dst) to bring each shard to its writer')
+    negative = negative_condition(prior, negative_prompt, cond_scale, clip) if negative_prompt is not None else None
+    settings = dict(num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale, timesteps=timesteps, sampler=sampler,
+                    cuda_graph=cuda_graph, negative=negative, autocast_dtype=autocast[dtype], clip=clip)
+    num_shards = -(-source.count // shard_size)
+    # every process lists the shards to do before any is written: writing waits for the first gather, which all of them join
+    plan = shard_batches(source.count, shard_size, batch_size, [k for k in range(num_shards) if not shard_done(out, k)])
+    mine = dealt(plan, rank, world_size)
+    rows, written = sum(e - s for batches in mine for s, e in batches), 0
+    bar = tqdm(total=rows, desc=f'sampling (rank {rank})', unit='emb', disable=not progress)
     start_time = time.time()
     prior.eval()
-    for k in todo:
-        lo, hi = k * shard_size, min((k + 1) * shard_size, source.count)
-        image_parts, text_parts = [], []
-        for s in range(lo, hi, batch_size):
-            e = min(s + batch_size, hi)
-            cond = text_condition(prior, source, s, e, clip)
-            with torch.autocast(prior.device.type, dtype=autocast[dtype], enabled=autocast[dtype] is not None):
-                sampled = prior.sample(**cond, num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale, timesteps=timesteps,
-                                       generator=batch_generator(seed, s), cuda_graph=cuda_graph)
-            image_parts.append(torch.nn.functional.normalize(sampled.float(), dim=-1).cpu().numpy())
-            text_parts.append(cond['text_embed'].float().cpu().numpy())
+    for (k, batches), my_batches in zip(plan, mine):
+        parts = {}
+        for s, e in my_batches:
+            parts[s] = embed_rows(prior, source, s, e, generator=batch_generator(seed, s), **settings)
             bar.update(e - s)
-        write_shard(out, k, np.concatenate(image_parts).astype(out_dtype), np.concatenate(text_parts).astype(out_dtype),
-                    np.arange(lo, hi), source.captions[lo:hi] if source.captions is not None else None)
+        everyone = [parts] if world_size == 1 else gather(parts, k % world_size)
+        if everyone is not None:                          # this process writes shard k
+            write_gathered(out, k, batches, everyone, source, out_dtype); written += 1
     bar.close()
     seconds = time.time() - start_time
-    return dict(shards=len(shards), written=len(todo), skipped=len(shards) - len(todo), rows=rows_todo, seconds=seconds,
-                per_second=rows_todo / seconds if seconds > 0 else float('nan'))
+    return dict(shards=num_shards, written=written, skipped=num_shards - len(plan), rows=rows, batches=sum(map(len, mine)),
+                seconds=seconds, per_second=rows / seconds if seconds > 0 else float('nan'))
 
 # %% ../nbs/17_sample.ipynb #61666224
+RECORDED = ('checkpoint', 'captions', 'caption_column', 'clip', 'clip_pretrained', 'cond_scale', 'num_samples_per_batch',
+            'timesteps', 'sampler', 'negative_prompt', 'batch_size', 'shard_size', 'dtype', 'seed', 'use_ema')
+
 def _options_record(args)->dict:
-    keep = ('checkpoint', 'captions', 'caption_column', 'clip', 'clip_pretrained', 'cond_scale', 'num_samples_per_batch',
-            'timesteps', 'batch_size', 'shard_size', 'dtype', 'seed', 'use_ema')
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in keep}
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in RECORDED}
+
+def _check_record(path:Path, record:dict):
+    "Refuse to resume into a folder whose `sample_config.json` records other options (a missing option counts as None) and that holds shards."
+    if not path.exists() or not any((path.parent / 'img_emb').glob('img_emb_*.npy')): return
+    old = json.loads(path.read_text())
+    if changed := sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k)):
+        raise ValueError(f'{path.parent} was written with other options ({", ".join(changed)} differ); use another --out or the same options')
 
 def _load_checkpoint(path:str, use_ema:bool=True)->tuple[DiffusionPrior, dict|None]:
     "The prior of a checkpoint file or a save_pretrained folder, and the CLIP spec its configuration names (if any)."
@@ -164,59 +216,99 @@ def _load_checkpoint(path:str, use_ema:bool=True)->tuple[DiffusionPrior, dict|No
         prior, spec = load_prior(p, use_ema=use_ema), (prior_state(p, use_ema)[1] or {}).get('clip')
     return prior, spec
 
+# %% ../nbs/17_sample.ipynb #b0d8e9f1
+NUM_SAMPLES_HELP = ('candidates per caption, the most text-similar kept; it costs diversity: on the shapes world at 16 steps, '
+                    "best of 2 leaves the count that 'a red circle' leaves open (one shape or two) at 0.27 of the data's "
+                    'spread, against 1.01 with one candidate, for fidelity 0.955 instead of 0.892 (the demo chapter\'s table)')
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    "`--help` with each option's default, but for required options and flags."
+    def _get_help_string(self, action): return action.help if action.required or action.nargs == 0 else super()._get_help_string(action)
+
+def sample_parser()->argparse.ArgumentParser:
+    "The options of `prior_nbdev_sample`; `--help` shows each one's default."
+    p = argparse.ArgumentParser(prog='prior_nbdev_sample', formatter_class=_DefaultsHelp, description='Predict CLIP image embeddings '
+                                "for captions with a trained prior, written in clip-retrieval's layout (img_emb/, text_emb/, metadata/).")
+    a = p.add_argument
+    a('--checkpoint', required=True, help='a prior checkpoint (.pt/.pth/.safetensors) or a save_pretrained folder')
+    a('--captions', required=True, help='a .txt (one caption per line), a .parquet (caption column) or a clip-retrieval folder with text_emb/')
+    a('--out', required=True, help='output folder')
+    a('--caption_column', default='caption', help='the captions\' column in a .parquet input or in the metadata of a clip-retrieval folder')
+    a('--clip', default=None, help="CLIP for captions: an open_clip model name, or prior-nbdev-shapes; None: the checkpoint's")
+    a('--clip_pretrained', default=None, help='open_clip pretrained tag or a local weights file')
+    a('--timesteps', type=int, default=SAMPLE_STEPS, help='sampling steps (the reference samples with 64)')
+    a('--sampler', default=None, choices=SAMPLERS, help="ddim_dalle2: the reference's DDIM (timesteps - 1 network calls); ddim: the "
+      'textbook DDIM; ddpm: all T steps (pass --timesteps T); None: the reference\'s rule, ddpm at T steps and ddim_dalle2 below')
+    a('--cond_scale', type=float, default=1., help='classifier-free guidance; 1: none')
+    a('--negative_prompt', default=None, metavar='TEXT', help='steer every sample away from this text (needs --cond_scale above 1, and a CLIP)')
+    a('--num_samples_per_batch', type=int, default=2, help=NUM_SAMPLES_HELP)
+    a('--batch_size', type=int, default=1024, help='captions sampled at once; the output depends on it (each batch has its own noise)')
+    a('--shard_size', type=int, default=100_000, help='rows per output shard')
+    a('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'], help='autocast precision of the network')
+    a('--seed', type=int, default=0, help='seeds every batch\'s noise, with the batch\'s first row')
+    a('--device', default='auto', help="auto: each process's GPU, else the CPU; or cpu, cuda, cuda:N (one process), mps")
+    a('--cuda_graph', action='store_true', help='GPU only: replay the per-step network call from a CUDA graph (faster; same samples in float32)')
+    a('--no_ema', dest='use_ema', action='store_false', help="use a trainer checkpoint's online weights instead of its EMA weights")
+    a('--threads', type=int, default=None, help='torch CPU threads per process; None: torch\'s choice')
+    a('--no_progress', action='store_true', help='no progress bar')
+    return p
+
 # %% ../nbs/17_sample.ipynb #11d13874
+def _process_device(choice:str, state)->torch.device:
+    "The device this process samples on: `state`'s for auto and cpu, else `choice`, checked."
+    if choice in ('auto', 'cpu'): return state.device
+    try: device = torch.device(choice)
+    except RuntimeError: device = None
+    if device is None or device.type not in ('cuda', 'mps'): raise ValueError(f'--device {choice!r}: expected auto, cpu, cuda, cuda:N or mps')
+    if not (torch.cuda.is_available() if device.type == 'cuda' else torch.backends.mps.is_available()):
+        raise ValueError(f'--device {choice}: torch sees no {device.type} device on this machine')
+    if state.num_processes > 1 and device.index is not None:
+        raise ValueError(f'--device {choice} names one device for {state.num_processes} processes: pass --device {device.type}, each process takes its own')
+    return state.device if state.num_processes > 1 else device
+
+def _process_gather(state):
+    "`predict_embeddings`'s gather across the processes of `state` (None for one), over gloo on the CPU whatever the devices."
+    if state.num_processes == 1: return None
+    import torch.distributed as dist
+    group = None if dist.get_backend() == 'gloo' else dist.new_group(backend='gloo')
+    def gather(obj, dst):
+        got = [None] * state.num_processes if state.process_index == dst else None
+        dist.gather_object(obj, got, dst=dst, group=group)
+        return got
+    return gather
+
+# %% ../nbs/17_sample.ipynb #d2f0a1b3
 def sample_main(argv:list[str]|None=None):
     "Entry point of `prior_nbdev_sample`."
-    import argparse
     from accelerate import PartialState
-    parser = argparse.ArgumentParser(prog='prior_nbdev_sample', description='Predict CLIP image embeddings for captions with a trained prior, '
-                                     "written in clip-retrieval's layout (img_emb/, text_emb/, metadata/).")
-    parser.add_argument('--checkpoint', required=True, help='a prior checkpoint (.pt/.pth/.safetensors) or a save_pretrained folder')
-    parser.add_argument('--captions', required=True, help='a .txt (one caption per line), a .parquet (caption column) or a clip-retrieval folder with text_emb/')
-    parser.add_argument('--out', required=True, help='output folder')
-    parser.add_argument('--caption_column', default='caption')
-    parser.add_argument('--clip', default=None, help='CLIP for captions: an open_clip model name, or prior-nbdev-shapes; default: the checkpoint\'s')
-    parser.add_argument('--clip_pretrained', default=None, help="open_clip pretrained tag or a local weights file")
-    parser.add_argument('--cond_scale', type=float, default=1.)
-    parser.add_argument('--num_samples_per_batch', type=int, default=2, help='candidates per caption; the most text-similar is kept')
-    parser.add_argument('--timesteps', type=int, default=64)
-    parser.add_argument('--batch_size', type=int, default=1024)
-    parser.add_argument('--shard_size', type=int, default=100_000)
-    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'])
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--cuda_graph', action='store_true', help='GPU only: replay the per-step network call from a CUDA graph (faster; same samples in float32)')
-    parser.add_argument('--no_ema', dest='use_ema', action='store_false', help='use the online weights of a trainer checkpoint')
-    parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--no_progress', action='store_true')
-    args = parser.parse_args(argv)
+    args = sample_parser().parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=args.device == 'cpu' or (args.device == 'auto' and not torch.cuda.is_available()))
     try:
+        device = _process_device(args.device, state)
         prior, spec = _load_checkpoint(args.checkpoint, args.use_ema)
-        prior = prior.to(state.device)
-        if args.cuda_graph and state.device.type != 'cuda': raise ValueError(f'--cuda_graph needs a CUDA device; this process runs on {state.device}')
+        prior = prior.to(device)
+        if args.cuda_graph and device.type != 'cuda': raise ValueError(f'--cuda_graph needs a CUDA device; this process runs on {device}')
         source = read_captions(args.captions, args.caption_column)
-        needs_clip = source.text_shards is None or prior.condition_on_text_encodings
         clip = None
-        if needs_clip and args.clip: clip = clip_by_name(args.clip, args.clip_pretrained)
-        elif needs_clip and spec: clip = make_clip(**spec)          # the CLIP the checkpoint was trained with
-        if clip is not None: clip = clip.to(state.device)
-        record, out = _options_record(args), Path(args.out)
-        record_path = out / 'sample_config.json'
-        if record_path.exists() and (old := json.loads(record_path.read_text())) != record:
-            changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
-            raise ValueError(f'{out} was written with other options ({", ".join(changed)} differ); use another --out or the same options')
+        if source.text_shards is None or prior.condition_on_text_encodings or args.negative_prompt is not None:
+            if args.clip: clip = clip_by_name(args.clip, args.clip_pretrained)
+            elif spec: clip = make_clip(**spec)          # the CLIP the checkpoint was trained with
+        if clip is not None: clip = clip.to(device)
+        out = Path(args.out)
+        _check_record(out / 'sample_config.json', record := _options_record(args))
         state.wait_for_everyone()
         if state.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write(record_path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+            atomic_write(out / 'sample_config.json', lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
         info = predict_embeddings(prior, source, out, clip=clip, shard_size=args.shard_size, batch_size=args.batch_size,
                                   cond_scale=args.cond_scale, num_samples_per_batch=args.num_samples_per_batch, timesteps=args.timesteps,
-                                  seed=args.seed, dtype=args.dtype, rank=state.process_index, world_size=state.num_processes,
+                                  sampler=args.sampler, negative_prompt=args.negative_prompt, seed=args.seed, dtype=args.dtype,
+                                  rank=state.process_index, world_size=state.num_processes, gather=_process_gather(state),
                                   progress=not args.no_progress and state.is_main_process, cuda_graph=args.cuda_graph)
     except (ValueError, FileNotFoundError) as e:
         print(f'prior_nbdev_sample: error: {e}', file=sys.stderr); sys.exit(2)
-    write_line(f"rank {state.process_index}/{state.num_processes}: {info['rows']} embeddings in {info['written']} shards "
-               f"({info['skipped']} already done), {info['per_second']:.0f} embeddings/s", sys.stderr)
+    write_line(f"rank {state.process_index}/{state.num_processes}: embedded {info['rows']} captions in {info['batches']} batches, "
+               f"wrote {info['written']} of {info['shards']} shards ({info['skipped']} already done), {info['per_second']:.0f} embeddings/s", sys.stderr)
     state.wait_for_everyone()
     if state.is_main_process: print(f'wrote {out}', file=sys.stderr)

@@ -1,4 +1,4 @@
-__version__ = "0.0.1"
+__version__ = "0.1.0"
 
 # The package's public names, re-exported from the chapters that define them (nbdev writes the modules from nbs/).
 from .schedule import *

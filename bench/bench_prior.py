@@ -6,13 +6,16 @@
 Training: samples/s of each project's own trainer (AdamW, EMA, clipping; bf16 autocast on CUDA, fp32 on CPU) and peak
 memory (CUDA); with --compile also ours with the prior compiled by torch.compile (inductor; compile time reported apart).
 Sampling: embeddings/s at 64 DDIM steps (the reference's DDIM; 63 network calls) with cond_scale 1 and 2, and 1000-step
-DDPM; with --cuda_graph also ours replaying the per-step call from a CUDA graph, at --ours_sample_batches too.
+DDPM; with --cuda_graph also ours replaying the per-step call from a CUDA graph, at --ours_sample_batches too;
+--eager_sample_batches: ours without a graph at further batches; --compile_sample_batches: ours with the per-step network
+call (`predict_cached`) compiled by torch.compile (replayed from a CUDA graph with --cuda_graph), its first loop (which
+compiles) reported apart.
 MFU: model FLOPs (counted by torch's FlopCounterMode) per second over a bf16/fp32 matmul peak measured in the same run.
 Agreement (CUDA): the fast paths against the plain fp32 path on the same weights, noise and batch.
 Needs the dev install (the reference is installed with --no-deps); --stub_reference_extras stands in for the modules
 the reference imports but its prior never uses (kornia, x_clip, coca_pytorch, resize_right, vector_quantize_pytorch).
 """
-import argparse, contextlib, copy, json, math, os, sys, time, traceback
+import argparse, contextlib, copy, functools, json, math, os, sys, time, traceback
 os.environ.setdefault('TQDM_DISABLE', '1')   # the reference draws a progress bar in every sampling loop
 import torch
 import torch.nn.functional as F
@@ -22,6 +25,9 @@ CONFIGS = {
                  train_batches=[256, 512, 1024], sample_batch=256, ours_sample_batches=[1024, 4096]),
     'small': dict(net=dict(dim=256, depth=4, heads=8, dim_head=32, normformer=True, max_text_len=77, num_timesteps=1000),
                   train_batches=[32], sample_batch=32, ours_sample_batches=[]),
+    # a smoke test of the whole script in seconds on a CPU (bench/gpu_run.sh --tiny)
+    'tiny': dict(net=dict(dim=64, depth=2, heads=4, dim_head=16, normformer=True, max_text_len=8, num_timesteps=1000),
+                 train_batches=[8], sample_batch=8, ours_sample_batches=[]),
 }
 REFERENCE_EXTRAS = ('kornia', 'x_clip', 'coca_pytorch', 'resize_right', 'vector_quantize_pytorch')
 
@@ -63,14 +69,21 @@ def matmul_peak(device, dtype):
     return 2 * n ** 3 / min(timed(lambda: a @ b, device, 0.5, 5)[0] for _ in range(5))
 
 
-def inputs(batch, dim, text_len, device, seed=0):
+@functools.lru_cache(maxsize=4)
+def cpu_inputs(batch, dim, text_len, seed=0):
+    "Drawn once per size and seed: at batch 4096 the encodings alone are 1 GB of random numbers, seconds on the CPU."
     g = torch.Generator().manual_seed(seed)
     text_embed = F.normalize(torch.randn(batch, dim, generator=g), dim=-1)
     enc = torch.randn(batch, text_len, dim, generator=g)
     lengths = torch.randint(4, text_len + 1, (batch,), generator=g)
     enc[torch.arange(text_len)[None] >= lengths[:, None]] = 0     # CLIP-style zero padding
     image = F.normalize(torch.randn(batch, dim, generator=g), dim=-1)
-    return text_embed.to(device), enc.to(device), image.to(device)
+    return text_embed, enc, image
+
+
+def inputs(batch, dim, text_len, device, seed=0):
+    "(text_embed, text_encodings, image_embed): fresh copies on `device` (the reference changes its inputs in place)."
+    return tuple(t.to(device, copy=True) for t in cpu_inputs(batch, dim, text_len, seed))
 
 
 def build(ref, config, device):
@@ -83,20 +96,20 @@ def build(ref, config, device):
     return ours.to(device), theirs.to(device)
 
 
-def make_trainer(kind, prior, device, amp, compile=False):
+def make_trainer(kind, prior, device, amp, compile=False, backend='inductor'):
     from accelerate import Accelerator
     # Accelerate's state is one per process, so its dynamo_backend would only act on the first Accelerator made here:
     # the prior is compiled in place instead (nn.Module.compile keeps its class and its state-dict keys)
-    if compile: prior.compile()
+    if compile: prior.compile(backend=backend)
     accelerator = Accelerator(cpu=device.type == 'cpu', mixed_precision='bf16' if amp else 'no')
     if kind == 'ours': from prior_nbdev import DiffusionPriorTrainer
     else: from dalle2_pytorch.trainer import DiffusionPriorTrainer
     return DiffusionPriorTrainer(prior, accelerator=accelerator, lr=1e-4, wd=1e-2, max_grad_norm=0.5, use_ema=True)
 
 
-def train_rate(kind, prior, batch, dim, text_len, device, amp, min_time, compile=False):
+def train_rate(kind, prior, batch, dim, text_len, device, amp, min_time, compile=False, backend='inductor'):
     "(samples/s, peak GiB, warm-up seconds); (None, None, None) when out of memory."
-    trainer = make_trainer(kind, prior, device, amp, compile)
+    trainer = make_trainer(kind, prior, device, amp, compile, backend)
     text_embed, enc, image = inputs(batch, dim, text_len, device)
     def step():
         # the reference scales the caller's image_embed in place: give it a fresh copy each step
@@ -122,6 +135,14 @@ def sample_rate(prior, batch, dim, text_len, device, amp, timesteps, cond_scale,
         with ctx: prior.p_sample_loop((batch, dim), cond, cond_scale=cond_scale, timesteps=timesteps, **kw)
     seconds, first = timed(run, device, min_time, max_repeats)
     return batch / seconds, first
+
+
+@contextlib.contextmanager
+def compiled_step(prior, backend='inductor'):
+    "Within the block, `prior`'s per-step network call during sampling (`net.predict_cached`) runs through torch.compile."
+    prior.net.predict_cached = torch.compile(prior.net.predict_cached, backend=backend)   # an instance attribute shadows the method
+    try: yield prior
+    finally: del prior.net.predict_cached
 
 
 def training_flops(prior, dim, text_len, device):
@@ -183,6 +204,14 @@ def main():
     parser.add_argument('--ours_sample_batches', type=int, nargs='*', help='further sampling batches, ours only')
     parser.add_argument('--compile', action='store_true', help='also train ours with the prior compiled (torch.compile, inductor)')
     parser.add_argument('--cuda_graph', action='store_true', help='also sample ours with cuda_graph=True (CUDA only)')
+    parser.add_argument('--eager_sample_batches', type=int, nargs='*', default=[], help='further sampling batches, ours without a CUDA graph')
+    parser.add_argument('--compile_sample_batches', type=int, nargs='*', default=[],
+                        help="sampling batches for ours with its per-step network call compiled (and graphed with --cuda_graph)")
+    parser.add_argument('--compile_sample_scales', type=float, nargs='*', default=[1., 2.], help='cond_scales for --compile_sample_batches')
+    parser.add_argument('--compile_backend', default='inductor', help="torch.compile backend ('aot_eager' checks the plumbing fast on a CPU)")
+    parser.add_argument('--reference_scales', type=float, nargs='*', default=None, help='cond_scales at which the reference samples too (default: all)')
+    parser.add_argument('--agreement_batch', type=int, default=256, help='batch of the agreement check (CUDA)')
+    parser.add_argument('--profile_sample_batch', type=int, default=None, help='batch of the profiled sampling loop (default: the sampling batch)')
     parser.add_argument('--min_time', type=float, default=None, help='seconds to repeat each timed call for (after a warm-up)')
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--skip_ddpm', action='store_true', help='skip the 1000-step DDPM measurement')
@@ -222,6 +251,7 @@ def main():
     mem = lambda m: '' if m is None else f', peak {m:.1f} GiB'
     fmt = lambda r, m: 'out of memory' if r is None else f'{r:,.0f} samples/s{mem(m)}'
     reference_train = {}   # batch -> (samples/s, row text) of the reference, for the compiled rows
+    reference_sample = {}  # cond_scale -> embeddings/s of the reference (DDIM 64), for the compiled sampling rows
     for batch in args.train_batches or config['train_batches']:
         o, om, _ = train_rate('ours', ours, batch, dim, text_len, device, amp, min_time)
         t, tm, _ = train_rate('theirs', theirs, batch, dim, text_len, device, amp, min_time)
@@ -233,19 +263,29 @@ def main():
     for timesteps, scale in cases:
         label = f'sampling, {"DDPM 1000" if timesteps == 1000 else "DDIM 64"} steps, batch {sb}, cond_scale {scale:g}'
         o, _ = sample_rate(ours, sb, dim, text_len, device, amp, timesteps, scale, min_time)
-        t, _ = sample_rate(theirs, sb, dim, text_len, device, amp, timesteps, scale, 0., 1 + args.reference_repeats)
-        add(label, f'{o:,.1f} embeddings/s', f'{t:,.1f} embeddings/s', o / t)
+        t = None
+        if args.reference_scales is None or scale in args.reference_scales:
+            t, _ = sample_rate(theirs, sb, dim, text_len, device, amp, timesteps, scale, 0., 1 + args.reference_repeats)
+        reference_sample[scale] = t
+        add(label, f'{o:,.1f} embeddings/s', 'not run' if t is None else f'{t:,.1f} embeddings/s', o / t if t else None)
+        if timesteps == 64:
+            for b in args.eager_sample_batches:
+                def run(b=b, scale=scale, t=t):
+                    o, _ = sample_rate(ours, b, dim, text_len, device, amp, timesteps, scale, min_time)
+                    add(f'sampling, DDIM 64 steps, batch {b}, cond_scale {scale:g}', f'{o:,.1f} embeddings/s',
+                        'not run' if t is None else f'{t:,.1f} embeddings/s (batch {sb})', o / t if t else None)
+                guarded(f'eager batch {b}', run)
         if args.cuda_graph and timesteps == 64:
             for b in [sb] + (args.ours_sample_batches if args.ours_sample_batches is not None else config['ours_sample_batches']):
                 def run(b=b, scale=scale, t=t):
                     o, _ = sample_rate(ours, b, dim, text_len, device, amp, timesteps, scale, min_time, cuda_graph=True)
                     tf = f' ({o * sflops / 1e12:.0f} TFLOP/s)' if scale == 1 else ''
                     add(f'sampling, DDIM 64 steps, batch {b}, cond_scale {scale:g}, CUDA graph', f'{o:,.1f} embeddings/s{tf}',
-                        f'{t:,.1f} embeddings/s (batch {sb})', o / t)
+                        'not run' if t is None else f'{t:,.1f} embeddings/s (batch {sb})', o / t if t else None)
                 guarded(f'cuda graph batch {b}', run)
     if device.type == 'cuda':
         for scale in (1., 2.):
-            a = guarded('agreement', lambda: agreement(ours, 256, dim, text_len, device, scale))
+            a = guarded('agreement', lambda: agreement(ours, args.agreement_batch, dim, text_len, device, scale))
             if a:
                 record[f'agreement_cond_scale_{scale:g}'] = a
                 print(f'agreement with the fp32 path, cond_scale {scale:g}: ' +
@@ -259,17 +299,29 @@ def main():
         guarded('profile training', lambda: profile(lambda: (trainer(text_embed=te, image_embed=image, text_encodings=enc), trainer.update()),
                                                    device, args.profile, f'ours: one training step, batch {b}'))
         del trainer
-        te, enc, _ = inputs(sb, dim, text_len, device, seed=1)
+        pb = args.profile_sample_batch or sb
+        te, enc, _ = inputs(pb, dim, text_len, device, seed=1)
         ctx = torch.autocast('cuda', dtype=torch.bfloat16) if amp else contextlib.nullcontext()
         for graph in ((False, True) if args.cuda_graph else (False,)):
             def loop(graph=graph):
-                with ctx: ours.p_sample_loop((sb, dim), dict(text_embed=te, text_encodings=enc), timesteps=64, cuda_graph=graph)
+                with ctx: ours.p_sample_loop((pb, dim), dict(text_embed=te, text_encodings=enc), timesteps=64, cuda_graph=graph)
             guarded('profile sampling', lambda: profile(loop, device, args.profile,
-                                                        f'ours: one 64-step DDIM loop, batch {sb}, cuda_graph={graph}'))
+                                                        f'ours: one 64-step DDIM loop (63 network calls), batch {pb}, cuda_graph={graph}'))
+    for scale in args.compile_sample_scales if args.compile_sample_batches else ():
+        for b in args.compile_sample_batches:
+            def run(b=b, scale=scale):
+                with compiled_step(ours, args.compile_backend):
+                    o, first = sample_rate(ours, b, dim, text_len, device, amp, 64, scale, min_time, cuda_graph=args.cuda_graph)
+                t = reference_sample.get(scale)
+                how = 'torch.compile' + (' + CUDA graph' if args.cuda_graph else '')
+                add(f'sampling, DDIM 64 steps, batch {b}, cond_scale {scale:g}, {how}', f'{o:,.1f} embeddings/s (first loop incl. compile {first:.0f} s)',
+                    'not run' if t is None else f'{t:,.1f} embeddings/s (batch {sb})', o / t if t else None)
+            guarded(f'compiled sampling batch {b}', run)
     if args.compile:
         for batch in args.compile_batches or (args.train_batches or config['train_batches'])[:1]:   # last: compiling takes the longest
             def run(batch=batch):
-                o, om, first = train_rate('ours', copy.deepcopy(ours), batch, dim, text_len, device, amp, min_time, compile=True)
+                o, om, first = train_rate('ours', copy.deepcopy(ours), batch, dim, text_len, device, amp, min_time, compile=True,
+                                          backend=args.compile_backend)
                 mfu = f' (MFU {o * flops / peak:.0%}; first step incl. compile {first:.0f} s)' if o else ''
                 t, shown = reference_train.get(batch, (None, 'n/a'))
                 add(f'training, batch {batch}, torch.compile', fmt(o, om) + mfu, shown, o / t if o and t else None)

@@ -17,10 +17,11 @@ from .data import prior_inputs
 from .sampling import most_text_similar
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'OWN_LABELS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k', 'evaluate_prior', 'plot_training',
-           'LinearProbes', 'readings_rows', 'fidelity', 'entropy', 'open_entropies', 'open_entropy',
-           'data_open_entropy', 'fit_ridge', 'ClaimRules', 'ground_truth_report', 'ground_truth_lines',
-           'plot_ground_truth']
+__all__ = ['METRIC_KEYS', 'LABEL_FREE_KEYS', 'OWN_LABELS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k',
+           'evaluate_prior', 'plot_training', 'frechet_distance', 'sq_dists', 'knn_radii', 'cmmd', 'manifold_metrics',
+           'nearest_rows', 'group_spread', 'conditional_spread', 'label_free_metrics', 'LinearProbes', 'readings_rows',
+           'fidelity', 'entropy', 'open_entropies', 'open_entropy', 'data_open_entropy', 'fit_ridge', 'ClaimRules',
+           'ground_truth_report', 'ground_truth_lines', 'plot_ground_truth']
 
 # %% ../nbs/10_metrics.ipynb #0005
 def similarity_metrics(text_embed:Tensor,      # (b, d) text embeddings
@@ -168,6 +169,128 @@ def plot_training(history:dict,             # 'step', 'loss' lists; optional 'va
         ax.set_title('test metrics'); ax.invert_yaxis()
     fig.tight_layout()
     return fig
+
+# %% ../nbs/10_metrics.ipynb #72482c6f
+def frechet_distance(x:Tensor, # (n, d) one set of embeddings
+                     y:Tensor, # (m, d) the other
+                    )->float:
+    "Fréchet distance between Gaussians fitted to the rows of `x` and of `y` (FID's formula)."
+    def gaussian(z):
+        mean = z.float().mean(0)
+        zc = z.float() - mean
+        return mean.double(), (zc.T @ zc).double() / (len(z) - 1)
+    (mx, cx), (my, cy) = gaussian(x), gaussian(y)
+    vals, vecs = torch.linalg.eigh(cx)
+    root = (vecs * vals.clamp(min=0).sqrt()) @ vecs.T                            # cx^(1/2)
+    cross = torch.linalg.eigvalsh(root @ cy @ root).clamp(min=0).sqrt().sum()    # Tr (cx^(1/2) cy cx^(1/2))^(1/2)
+    return float((mx - my).pow(2).sum() + cx.trace() + cy.trace() - 2 * cross)
+
+# %% ../nbs/10_metrics.ipynb #d7144603
+def sq_dists(a:Tensor, b:Tensor, chunk:int=2048):
+    "Yield (start, squared distances (c, len(b)) from rows a[start:start+c] to every row of `b`), c ≤ `chunk`."
+    bb = b.pow(2).sum(1)
+    for s in range(0, len(a), chunk):
+        ac = a[s:s + chunk]
+        yield s, (ac.pow(2).sum(1)[:, None] + bb - 2 * ac @ b.T).clamp_(min=0)
+
+def knn_radii(x:Tensor, k:int=5, chunk:int=2048)->Tensor:
+    "(n,) squared distance from each row of `x` to its k-th nearest other row."
+    if not 0 < k < len(x): raise ValueError(f'k={k} neighbours need more than k rows; got {len(x)}')
+    radii = []
+    for s, d in sq_dists(x, x, chunk):
+        d[torch.arange(len(d)), torch.arange(s, s + len(d))] = float('inf')          # a row is not its own neighbour
+        radii.append(d.topk(k, dim=1, largest=False).values[:, -1])
+    return torch.cat(radii)
+
+# %% ../nbs/10_metrics.ipynb #b3100ddf
+def cmmd(x:Tensor,          # (n, d) one set of embeddings
+         y:Tensor,          # (m, d) the other
+         sigma:float=10.,   # the kernel's bandwidth (CMMD's, for unit-length embeddings)
+         scale:float=1000., # CMMD's scale
+         chunk:int=2048)->float:
+    "`scale` × the unbiased squared MMD between the rows of `x` and `y` under a Gaussian kernel of bandwidth `sigma`."
+    def kernel_sum(a, b): return sum(float(d.mul_(-0.5 / sigma ** 2).exp_().sum(dtype=torch.float64)) for _, d in sq_dists(a, b, chunk))
+    n, m = len(x), len(y)
+    xx, yy = (kernel_sum(x, x) - n) / (n * (n - 1)), (kernel_sum(y, y) - m) / (m * (m - 1))   # without k(x, x) = 1
+    return scale * (xx + yy - 2 * kernel_sum(x, y) / (n * m))
+
+# %% ../nbs/10_metrics.ipynb #36ee085d
+def manifold_metrics(real:Tensor,    # (n, d) real embeddings
+                     samples:Tensor, # (m, d) the prior's samples
+                     k:int=5,        # the balls reach the k-th nearest neighbour
+                     chunk:int=2048)->dict[str, float]:
+    "Precision, recall (Kynkäänniemi et al. 2019), density and coverage (Naeem et al. 2020) of `samples` against `real`."
+    real_radii, sample_radii = knn_radii(real, k, chunk), knn_radii(samples, k, chunk)
+    inside_real, in_real_balls = 0, 0
+    covered, recalled = torch.zeros(len(real), dtype=torch.bool), torch.zeros(len(real), dtype=torch.bool)
+    for s, d in sq_dists(samples, real, chunk):                     # (c, n)
+        inside = d <= real_radii                                    # sample in the ball of a real embedding
+        inside_real += int(inside.any(1).sum()); in_real_balls += int(inside.sum())
+        covered |= inside.any(0)
+        recalled |= (d <= sample_radii[s:s + len(d), None]).any(0)  # real embedding in the ball of a sample
+    return dict(precision=inside_real / len(samples), recall=recalled.float().mean().item(),
+                density=in_real_balls / (k * len(samples)), coverage=covered.float().mean().item())
+
+# %% ../nbs/10_metrics.ipynb #ccb4d4f0
+def nearest_rows(x:Tensor, n:int, chunk:int=2048)->Tensor:
+    "(len(x), n) indices of the `n` rows of `x` most cosine-similar to each row (itself included)."
+    x = F.normalize(x.float(), dim=-1)
+    return torch.cat([(x[s:s + chunk] @ x.T).topk(n, dim=1).indices for s in range(0, len(x), chunk)])
+
+def group_spread(groups:Tensor)->Tensor:
+    "(m,) mean squared distance between two members of each of the m groups in (m, K, d)."
+    K = groups.shape[1]
+    return (groups - groups.mean(1, keepdim=True)).pow(2).sum(-1).mean(1) * 2 * K / (K - 1)
+
+# %% ../nbs/10_metrics.ipynb #12c7d4f2
+def conditional_spread(samples_per_text:Tensor, # (m, K, d) K samples for each of m captions
+                       text_embeds:Tensor,      # (m, e) the captions' text embeddings
+                       real:Tensor,             # (m, d) the real image embedding paired with each caption
+                      )->float:
+    "How much K samples for a caption vary, against the real pictures of its K nearest captions (1: as much)."
+    groups = real[nearest_rows(text_embeds, samples_per_text.shape[1])]           # (m, K, d)
+    return math.sqrt(group_spread(samples_per_text.float()).sum() / group_spread(groups.float()).sum())
+
+# %% ../nbs/10_metrics.ipynb #fd96df80
+LABEL_FREE_KEYS = ('fd', 'cmmd', 'precision', 'recall', 'density', 'coverage', 'conditional_spread')
+
+def _label_free_inputs(samples, real, text_embeds, samples_per_text):
+    if samples.ndim != 2 or real.ndim != 2 or samples.shape[1] != real.shape[1]:
+        raise ValueError(f'samples {tuple(samples.shape)} and real {tuple(real.shape)} must be (rows, dim) of one dim')
+    if (text_embeds is None) != (samples_per_text is None): raise ValueError('conditional spread needs both text_embeds and samples_per_text')
+    if text_embeds is not None and not (len(text_embeds) == len(samples_per_text) == len(real) and samples_per_text.ndim == 3
+                                        and samples_per_text.shape[1] >= 2 and samples_per_text.shape[2] == real.shape[1]):
+        raise ValueError(f'text_embeds {tuple(text_embeds.shape)} and samples_per_text {tuple(samples_per_text.shape)} need one row per '
+                         f'row of real {tuple(real.shape)}; samples_per_text is (rows, K ≥ 2, {real.shape[1]})')
+
+# %% ../nbs/10_metrics.ipynb #d806dfda
+@torch.no_grad()
+def label_free_metrics(samples:Tensor,                    # (n, d) the prior's samples, one per test caption (or any number)
+                       real:Tensor,                       # (m, d) the test split's real image embeddings
+                       *,
+                       text_embeds:Tensor|None=None,      # (m, e) the captions paired with `real`, for the conditional spread
+                       samples_per_text:Tensor|None=None, # (m, K, d) K samples for each of those captions
+                       k:int=5,                           # neighbours of the k-NN balls
+                       max_rows:int|None=10_000,          # rows per side for the pairwise measures (None: all)
+                       sigma:float=10., scale:float=1000.,# CMMD's kernel bandwidth and scale
+                       normalize:bool=True,               # compare unit-length embeddings
+                       seed:int=0,                        # which rows subsampling keeps
+                      )->dict[str, float]:
+    "FD, CMMD, precision, recall, density, coverage and (given K samples per caption) the conditional spread, label-free."
+    _label_free_inputs(samples, real, text_embeds, samples_per_text)
+    prep = (lambda x: F.normalize(x.float(), dim=-1)) if normalize else (lambda x: x.float())
+    gen = torch.Generator().manual_seed(seed)
+    def keep(total, n): return torch.arange(total) if n >= total else torch.randperm(total, generator=gen)[:n]
+    n = min(len(samples), len(real))
+    fake, ref = prep(samples[keep(len(samples), n)]), prep(real[keep(len(real), n)])   # as many samples as real rows
+    out = dict(fd=frechet_distance(fake, ref))
+    m = n if max_rows is None else min(n, max_rows)
+    pick = keep(n, m)
+    out.update(cmmd=cmmd(fake[pick], ref[pick], sigma, scale), **manifold_metrics(ref[pick], fake[pick], k))
+    if text_embeds is not None:
+        rows = keep(len(real), len(real) if max_rows is None else max_rows)
+        out['conditional_spread'] = conditional_spread(prep(samples_per_text[rows]), text_embeds[rows], prep(real[rows]))
+    return out | dict(rows=n, pairwise_rows=m)
 
 # %% ../nbs/10_metrics.ipynb #88ad5a39
 class LinearProbes(nn.Module):

@@ -14,6 +14,7 @@ from .data import validate_embeddings, split_ranges, PriorLoader, prior_inputs
 from .trainer import DiffusionPriorTrainer, load_prior_state, mixed_precision_for
 from .checkpoint import read_checkpoint, atomic_write, load_prior_weights, write_line
 from .metrics import evaluate_prior, plot_training, METRIC_KEYS, LinearProbes, ClaimRules, OWN_LABELS, ground_truth_report, ground_truth_lines, plot_ground_truth
+from .metrics import label_free_metrics, LABEL_FREE_KEYS
 from .clip import ClipConfig, clip_from_config, embed_pairs
 from .checkpoint import shown
 
@@ -23,7 +24,7 @@ __all__ = ['SAMPLING_FREE_KEYS', 'DataConfig', 'TrainConfig', 'TrackerConfig', '
            'resolved_config', 'load_config', 'build_prior', 'run_precision', 'clip_agreement', 'check_clip_matches',
            'NonFiniteLossError', 'rng_state', 'set_rng_state', 'check_trackers', 'flat_config', 'train_log',
            'link_latest', 'prepare_data', 'resume_or_init', 'test_metrics', 'load_rules', 'ground_truth_metrics',
-           'train', 'training_memory_gib', 'dry_run', 'main']
+           'label_free_test_metrics', 'plot_label_free', 'train', 'training_memory_gib', 'dry_run', 'main']
 
 # %% ../nbs/12_train.ipynb #0005
 @dataclass
@@ -72,6 +73,8 @@ class TrainConfig(Config):
     eval_ground_truth_settings:list=field(default_factory=lambda: [[1, 1.], [2, 1.], [1, 2.], [2, 2.]]) # (candidates, cond_scale) for the prior
     eval_ground_truth_rows:int=10_000 # training rows the probes, the ridge predictor and the data's spread are fitted on
     eval_ground_truth_test_rows:int=2000 # test rows whose captions the methods are scored on
+    eval_label_free_rows:int=10_000  # test rows the label-free metrics compare samples with (0: none)
+    eval_label_free_samples:int=2    # samples per caption for the conditional spread (at least 2)
     random_seed:int=0
     log_every_steps:int=10
     device:str|None=None             # 'cpu' forces the CPU; None: what Accelerate picks
@@ -378,6 +381,40 @@ def ground_truth_metrics(prior:DiffusionPrior, train_loader:PriorLoader, test_lo
     prior.train(was_training)
     return dict(report, probe_accuracy=probes.accuracy(test['image_embed'], test_labels))
 
+# %% ../nbs/12_train.ipynb #b879e216
+@torch.no_grad()
+def label_free_test_metrics(prior:DiffusionPrior, loader:PriorLoader|None, tc:TrainConfig)->dict:
+    "Label-free metrics of `prior`'s samples against the real image embeddings of `loader`'s rows ({} when off or without rows)."
+    if loader is None or tc.eval_label_free_rows <= 0: return {}
+    ds, end = loader.dataset, min(loader.end, loader.start + tc.eval_label_free_rows)
+    got = ds.read(loader.start, end)
+    batch = {k: v for k, v in got.items() if k in ('image_embed', 'text_embed', 'captions')}
+    inputs = prior_inputs(batch, prior)
+    real = inputs.pop('image_embed')
+    text_embed = got['text_embed'] if 'text_embed' in got else prior.clip.embed_text(inputs['text'])[0].cpu()
+    was_training = prior.training; prior.eval()
+    draws = []
+    for k in range(max(tc.eval_label_free_samples, 2)):
+        torch.manual_seed(tc.random_seed + k)
+        draws.append(torch.cat([prior.sample(**{n: v[s:s + 512] for n, v in inputs.items()}, num_samples_per_batch=1,
+                                             timesteps=tc.eval_timesteps[0], cond_scale=tc.eval_cond_scale).float().cpu()
+                                for s in range(0, len(real), 512)]))
+    prior.train(was_training)
+    samples = torch.stack(draws, dim=1)   # (rows, K, d)
+    return label_free_metrics(samples[:, 0], real.float(), text_embeds=text_embed.float(), samples_per_text=samples, seed=tc.random_seed)
+
+# %% ../nbs/12_train.ipynb #1980b319
+def plot_label_free(metrics:dict, title:str='the samples among the real image embeddings'):
+    "The label-free metrics of a run as bars (1 is the data's own level for each), FD and CMMD in the title."
+    import matplotlib.pyplot as plt
+    names = [k for k in ('precision', 'recall', 'density', 'coverage', 'conditional_spread') if k in metrics]
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    ax.bar(names, [metrics[k] for k in names], color=['C0', 'C1', 'C2', 'C3', 'C4'][:len(names)])
+    ax.axhline(1, color='k', lw=0.8, ls='--'); ax.set_ylabel('1 = as the data')
+    ax.set_title(f"{title}\nFD {metrics['fd']:.4f}, CMMD {metrics['cmmd']:.3f} ({metrics['rows']:,} rows)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/12_train.ipynb #0012
 def _save_figure(fig, path:Path, dpi:int):
     import matplotlib.pyplot as plt
@@ -503,12 +540,16 @@ def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->d
         accelerator.log({f'test/fidelity/{name}': m['fidelity'] for name, m in truth['methods'].items()}, step=trainer.steps_done)
         _save_figure(plot_ground_truth(truth), out / 'ground_truth.png', dpi=120)
         for line in ground_truth_lines(truth): write_line(line)
+    if metrics and main and (free := label_free_test_metrics(trainer.ema_model, test_loader, tc)):
+        metrics['label_free'] = free
+        accelerator.log({f'test/label_free/{k}': v for k, v in free.items()}, step=trainer.steps_done)
+        _save_figure(plot_label_free(free), out / 'label_free.png', dpi=110)
     if metrics: metrics['run'] = dict(precision=accelerator.mixed_precision, compiled=tc.compile, processes=world, train_samples_per_s=round(trained, 1),
                                       **({'compile_seconds': round(compile_seconds, 1)} if tc.compile and compile_seconds else {}))
     if metrics and main:
         _write_json(out / 'metrics.json', metrics)
         _save_figure(plot_training(history, metrics), out / 'metrics.png', dpi=110)
-        print(json.dumps({k: v for k, v in metrics.items() if k not in ('ground_truth', 'run')}, indent=2), flush=True)
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ('ground_truth', 'run', 'label_free')}, indent=2), flush=True)
     if main: _write_json(out / 'history.json', history)
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -50,8 +50,12 @@ def test_cli_trains_and_writes_metrics(tmp_path):
     result = run_cli(config)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
-    assert set(metrics) == set(METRIC_KEYS) | RECALL_KEYS | {'run'}
-    assert all(np.isfinite(v) for k, v in metrics.items() if k != 'run')
+    assert set(metrics) == set(METRIC_KEYS) | RECALL_KEYS | {'run', 'label_free'}
+    assert all(np.isfinite(v) for k, v in metrics.items() if k not in ('run', 'label_free'))
+    from prior_nbdev.metrics import LABEL_FREE_KEYS
+    free = metrics['label_free']
+    assert set(LABEL_FREE_KEYS) <= set(free) and free['rows'] == 60 and all(np.isfinite(free[k]) for k in LABEL_FREE_KEYS), free
+    assert 0 <= free['coverage'] <= 1 and free['fd'] >= 0 and (tmp_path / 'run' / 'label_free.png').stat().st_size > 5_000
     assert {k: v for k, v in metrics['run'].items() if k != 'train_samples_per_s'} == dict(precision='no', compiled=False, processes=1)
     assert metrics['similarity_with_original_image'] > metrics['baseline_similarity']
     assert (tmp_path / 'run' / 'metrics.png').stat().st_size > 10_000

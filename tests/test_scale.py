@@ -40,7 +40,7 @@ def test_two_nodes_on_loopback(tmp_path):
     rows = [set().union(*(set(range(s, e)) for s, e in blocks[r])) for r in ('0/2', '1/2')]
     assert not rows[0] & rows[1] and rows[0] | rows[1] == set(range(512))       # disjoint, the whole train split
     files = sorted(p.name for p in (tmp_path / 'run').iterdir())
-    assert files == ['best.pt', 'history.json', 'latest.pt', 'latest.pth', 'metrics.json', 'metrics.png'], files
+    assert files == ['best.pt', 'history.json', 'label_free.png', 'latest.pt', 'latest.pth', 'metrics.json', 'metrics.png'], files
     prints = {**fingerprints(outs[0]), **fingerprints(outs[1])}
     assert set(prints) == {'0/2', '1/2'} and len(set(prints.values())) == 1, prints   # the same weights on both nodes
     assert read_checkpoint(tmp_path / 'run' / 'latest.pt')['step'] == 2 * 12

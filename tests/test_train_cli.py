@@ -223,7 +223,7 @@ def test_two_processes_with_accelerate_launch(tmp_path):
     assert not set().union(*rows[0]) & set().union(*rows[1])                      # disjoint
     assert set().union(*rows[0], *rows[1]) == set(range(0, 512))                  # together, the whole train split
     files = sorted(p.name for p in (tmp_path / 'run').iterdir())
-    assert files == ['best.pt', 'history.json', 'latest.pt', 'latest.pth', 'metrics.json', 'metrics.png'], files  # one writer, no duplicates
+    assert files == ['best.pt', 'history.json', 'label_free.png', 'latest.pt', 'latest.pth', 'metrics.json', 'metrics.png'], files  # one writer, no duplicates
     ckpt = read_checkpoint(tmp_path / 'run' / 'latest.pt')
     assert ckpt['step'] == 2 * 12 and ckpt['loader']['world_size'] == 2
     assert result.stdout.count('"similarity_with_original_image"') == 1          # metrics printed by the main process only

@@ -43,7 +43,10 @@ def bare_rate(cfg:dict, captions:list[str], steps:int, with_clip:bool)->float:
     c = config_from_dict(TrainDiffusionPriorConfig, cfg)
     torch.manual_seed(0)
     prior = build_prior(c.prior)
-    trainer = DiffusionPriorTrainer(prior, device='cpu', lr=1e-3)
+    tc = c.train   # the trainer as the command makes it (clipping, EMA, schedule)
+    trainer = DiffusionPriorTrainer(prior, device='cpu', use_ema=tc.use_ema, lr=tc.lr, wd=tc.wd, eps=tc.eps, max_grad_norm=tc.max_grad_norm,
+                                    warmup_steps=tc.warmup_steps, cosine_decay_max_steps=tc.cosine_decay_max_steps, ema_beta=tc.ema_beta,
+                                    ema_update_after_step=tc.ema_update_after_step, ema_update_every=tc.ema_update_every, ema_warmup=tc.ema_warmup)
     batch = c.data.batch_size
     text, image = torch.nn.functional.normalize(torch.randn(2, batch, 64), dim=-1)
     caps = captions[:batch]
@@ -62,6 +65,7 @@ def main():
     parser.add_argument('--steps', type=int, default=300)
     parser.add_argument('--batch', type=int, default=128)
     parser.add_argument('--pairs', type=int, default=8000)
+    parser.add_argument('--conditioning', type=lambda v: v == 'encodings', nargs='+', default=[False, True], metavar='{embedding,encodings}')
     parser.add_argument('--json', default=str(ROOT / 'bench' / 'results' / 'train_cli_cpu.json'))
     args = parser.parse_args()
     from prior_nbdev.shapes import make_shapes_scenes, shapes_clip
@@ -71,7 +75,7 @@ def main():
         tmp = Path(tmp)
         images, captions, _ = make_shapes_scenes(args.pairs, seed=7)
         write_clip_embeddings(shapes_clip(), images, captions, tmp / 'data', progress=False)
-        for encodings in (False, True):
+        for encodings in args.conditioning:
             cfg = config(tmp / 'data', tmp / f'run_{encodings}', args.steps, encodings, args.batch)
             command, wall = command_rate(cfg, tmp)
             bare = bare_rate(cfg, captions, min(args.steps, 100), with_clip=False)

@@ -187,10 +187,10 @@ def _plain(obj, path:Path):
         if isinstance(obj.get('version'), StoredVersion):
             try: obj['version'] = version_string(obj['version'].parts)
             except (ValueError, AttributeError) as e: raise UnsafeCheckpointError(f'{path} was refused as unsafe: {e}') from None
-    def stand_in(o, depth=0):
+    def stand_in(o):   # nesting is bounded: check_loaded refused more than 64 levels
         if isinstance(o, (DroppedObject, StoredVersion, _StoredVersionFields)): return True
-        if isinstance(o, dict): return any(stand_in(v, depth + 1) for v in o.values())
-        return isinstance(o, (list, tuple)) and any(stand_in(v, depth + 1) for v in o)
+        if isinstance(o, dict): return any(stand_in(v) for v in o.values())
+        return isinstance(o, (list, tuple)) and any(stand_in(v) for v in o)
     if stand_in(obj): raise UnsafeCheckpointError(f'{path} was refused as unsafe: it holds pickled objects (optimizer, scheduler or '
                                                   'version instances) where weights were expected')
     return obj

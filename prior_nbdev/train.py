@@ -231,13 +231,14 @@ def clip_agreement(clip, dataset, rows:int=256)->float|None:
     mine = clip.embed_text(clip.tokenize(got['captions']))[0].float().cpu()
     return torch.nn.functional.cosine_similarity(mine, got['text_embed'].float(), dim=-1).median().item()
 
-def check_clip_matches(clip, dataset, spec, rows:int=256, threshold:float=0.99):
-    "Stop when `clip` is not the CLIP that made `dataset`'s text embeddings."
-    if clip is None or (agreement := clip_agreement(clip, dataset, rows)) is None: return
+def check_clip_matches(clip, dataset, spec, rows:int=256, threshold:float=0.99)->float|None:
+    "Stop when `clip` is not the CLIP that made `dataset`'s text embeddings; else their agreement (None: nothing to compare)."
+    if clip is None or (agreement := clip_agreement(clip, dataset, rows)) is None: return None
     if agreement < threshold:
         raise ValueError(f'the configured CLIP {spec} did not make {dataset.text_url}: its embeddings of {min(rows, dataset.count)} captions '
                          f'lie at median cosine {agreement:.3f} from the stored ones (the same CLIP gives >= {threshold}); '
                          'set prior.clip to the CLIP that made the data')
+    return agreement
 
 # %% ../nbs/12_train.ipynb #0011
 class NonFiniteLossError(RuntimeError):
@@ -594,7 +595,7 @@ def dry_run(config:TrainDiffusionPriorConfig, *, clip=None, world:int|None=None)
         lines.append(f'  steps      {steps:,} per epoch at batch {dc.batch_size} x {world} process(es); {tc.epochs} epoch(s)'
                      + (f', at most {tc.max_steps:,} steps' if tc.max_steps else ''))
         if clip is not None and prior is not None and config.prior.condition_on_text_encodings:
-            agreement = attempt('prior.clip', lambda: check_clip_matches(clip, ds, config.prior.clip) or clip_agreement(clip, ds))
+            agreement = attempt('prior.clip', lambda: check_clip_matches(clip, ds, config.prior.clip))
             if agreement is not None: lines.append(f'  CLIP check its embeddings of the captions match text_emb/ (median cosine {agreement:.3f})')
     lines.append(f'  precision  {precision}; compile: {"yes" if tc.compile else "no"}; EMA warm-up: {"yes" if tc.ema_warmup else "no"}')
     if problems: raise ValueError('\n'.join(lines + [f'{len(problems)} problem(s):'] + [f'  - {p}' for p in problems]))

@@ -5,7 +5,7 @@
 
 Each setting is one `run_demo` (the same 24,000 pairs of seed 2024, the same packaged CLIP, seed-fixed training), changed
 only where the setting says; wall times are from this machine (2 CPU cores here) and vary with what else runs on it.
-The demo chapter prints the table from the JSON this writes.
+The studies chapter (`nbs/19_studies.ipynb`) prints the table from the JSON this writes.
 """
 import argparse, hashlib, json, tempfile, time
 from pathlib import Path

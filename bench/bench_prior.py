@@ -216,6 +216,9 @@ def main():
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--skip_ddpm', action='store_true', help='skip the 1000-step DDPM measurement')
     parser.add_argument('--reference_repeats', type=int, default=1, help='timed sampling loops of the (slow) reference after its warm-up')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='take turns this many times (ours, then the reference) for the training and plain sampling rows and '
+                             'report medians: on a shared machine the load drifts, and turns spread it over both sides alike')
     parser.add_argument('--json', help='also write the rows as JSON here (after each row)')
     parser.add_argument('--profile', help='write the top kernels of one training step and one sampling loop here')
     parser.add_argument('--stub_reference_extras', action='store_true', help=f'stand-ins for {", ".join(REFERENCE_EXTRAS)}')
@@ -237,9 +240,10 @@ def main():
               f'{flops / 1e9:.2f} GFLOP per training sample, {sflops / 1e9:.2f} GFLOP per sampled embedding (ours, 64 DDIM steps); '
               f"{'bf16 autocast' if amp else 'fp32'}; measured matmul peak {peak / 1e12:.1f} TFLOP/s")
     print(header + '\n', flush=True)
-    rows, record = [], dict(header=header, rows=[], notes=[])
-    def add(label, o, t, ratio):
-        rows.append((label, o, t, ratio)); record['rows'].append(dict(work=label, ours=o, reference=t, ratio=ratio))
+    rows, record = [], dict(header=header, rows=[], notes=[], rounds=args.rounds)
+    def add(label, o, t, ratio, turns=None):
+        rows.append((label, o, t, ratio))
+        record['rows'].append(dict(work=label, ours=o, reference=t, ratio=ratio, **({'turns': turns} if turns else {})))
         print(f'{label} | {o} | {t} | {"n/a" if ratio is None else f"{ratio:.2f}x"}', flush=True)
         if args.json: json.dump(record, open(args.json, 'w'), indent=1)
     def guarded(what, fn):
@@ -252,22 +256,27 @@ def main():
     fmt = lambda r, m: 'out of memory' if r is None else f'{r:,.0f} samples/s{mem(m)}'
     reference_train = {}   # batch -> (samples/s, row text) of the reference, for the compiled rows
     reference_sample = {}  # cond_scale -> embeddings/s of the reference (DDIM 64), for the compiled sampling rows
+    def median_of_turns(ours_fn, theirs_fn):
+        "(ours, theirs, turns): each side's median over `--rounds` turns taken one after the other, and every turn's pair."
+        turns = [(ours_fn(), theirs_fn()) for _ in range(args.rounds)]
+        pick = lambda side: sorted((t[side] for t in turns), key=lambda r: -1 if r[0] is None else r[0])[len(turns) // 2]
+        return pick(0), pick(1), [[a[0], b[0]] for a, b in turns] if args.rounds > 1 else None
     for batch in args.train_batches or config['train_batches']:
-        o, om, _ = train_rate('ours', ours, batch, dim, text_len, device, amp, min_time)
-        t, tm, _ = train_rate('theirs', theirs, batch, dim, text_len, device, amp, min_time)
+        (o, om, _), (t, tm, _), turns = median_of_turns(lambda: train_rate('ours', ours, batch, dim, text_len, device, amp, min_time),
+                                                        lambda: train_rate('theirs', theirs, batch, dim, text_len, device, amp, min_time))
         reference_train[batch] = t, fmt(t, tm)
         mfu = f' (MFU {o * flops / peak:.0%})' if o else ''
-        add(f'training, batch {batch}', fmt(o, om) + mfu, fmt(t, tm), o / t if o and t else None)
+        add(f'training, batch {batch}', fmt(o, om) + mfu, fmt(t, tm), o / t if o and t else None, turns)
     sb = args.sample_batch or config['sample_batch']
     cases = [(64, 1.), (64, 2.)] + ([] if args.skip_ddpm else [(1000, 1.)])
     for timesteps, scale in cases:
         label = f'sampling, {"DDPM 1000" if timesteps == 1000 else "DDIM 64"} steps, batch {sb}, cond_scale {scale:g}'
-        o, _ = sample_rate(ours, sb, dim, text_len, device, amp, timesteps, scale, min_time)
-        t = None
-        if args.reference_scales is None or scale in args.reference_scales:
-            t, _ = sample_rate(theirs, sb, dim, text_len, device, amp, timesteps, scale, 0., 1 + args.reference_repeats)
+        run_reference = args.reference_scales is None or scale in args.reference_scales
+        (o, _), (t, _), turns = median_of_turns(
+            lambda: sample_rate(ours, sb, dim, text_len, device, amp, timesteps, scale, min_time),
+            lambda: sample_rate(theirs, sb, dim, text_len, device, amp, timesteps, scale, 0., 1 + args.reference_repeats) if run_reference else (None, None))
         reference_sample[scale] = t
-        add(label, f'{o:,.1f} embeddings/s', 'not run' if t is None else f'{t:,.1f} embeddings/s', o / t if t else None)
+        add(label, f'{o:,.1f} embeddings/s', 'not run' if t is None else f'{t:,.1f} embeddings/s', o / t if t else None, turns)
         if timesteps == 64:
             for b in args.eager_sample_batches:
                 def run(b=b, scale=scale, t=t):

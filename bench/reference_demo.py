@@ -8,7 +8,7 @@ with the demo's beta 0.995 updated every step after step 100) train on the very 
 `PriorLoader`, same seed), with the demo's model and optimiser settings (its training steps are drawn uniformly: it has no other way). Its checkpoint, saved by its own trainer, is
 loaded with `load_prior` and scored by the training chapter's `test_metrics` path (`evaluate_prior`: the seed's seven
 metrics, best of 2 at 64 steps) and `ground_truth_metrics` (fidelity, diversity), so only the training differs.
-The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the ablation JSON the demo chapter prints;
+The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the ablation JSON the studies chapter (`nbs/19_studies.ipynb`) prints;
 `--earlier` trains it with the demo's earlier defaults instead (feed-forward x4, 4,000 steps): '... (earlier defaults)'.
 """
 import argparse, json, os, sys, tempfile, time

@@ -19,7 +19,7 @@ eta 0, makes steps calls) x each number of steps x each sampling seed (which see
 every sampler and step count of one seed starts from the same noise), with one candidate and, for `ddim_dalle2`, also
 the best of 2 by text similarity (the two candidates of each draw are the first draw's pair; the one-candidate score of
 those rows averages both candidates as separate draws: the same expectation, less noise). `ddpm` visits all 1,000
-steps, so it gets one row per `--ddpm_seeds` seed. The demo chapter reads the JSON this writes.
+steps, so it gets one row per `--ddpm_seeds` seed. The sampling command's chapter (`nbs/17_sample.ipynb`) reads the JSON this writes.
 """
 import argparse, json, os, tempfile, time
 os.environ.setdefault('TQDM_DISABLE', '1')

@@ -49,18 +49,19 @@ class PromptExplorer:
         "The histogram of the baseline with the sample marked, and the nearest images."
         import matplotlib.pyplot as plt
         r = result or self.last
-        fig = plt.figure(figsize=(10, 3.2))
+        fig = plt.figure(figsize=(10, 3.6))
         drawn = 'drawn' in r
-        ax = fig.add_axes([0.05, 0.15, 0.28 if drawn else 0.38, 0.75])
+        ax = fig.add_axes([0.05, 0.34, 0.28 if drawn else 0.38, 0.56])
         ax.hist(self.baseline.numpy(), bins=40, color='C0', alpha=0.7, label='caption vs its own image (held out)')
         ax.axvline(r['similarity'], color='C3', lw=2, label=f"sample vs prompt: {r['similarity']:.2f} (percentile {r['percentile']:.0f})")
-        ax.set_xlabel('cosine similarity'); ax.legend(fontsize=7, loc='upper left'); ax.set_title(repr(r['prompt']), fontsize=9)
+        ax.set_xlabel('cosine similarity', fontsize=9); ax.set_title(repr(r['prompt']), fontsize=9)
+        ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(-0.02, -0.2), frameon=False)   # below the axes, off the histogram
         left, step = (0.55, 0.072) if drawn else (0.47, 0.088)
         if drawn:
             for j, (key, title) in enumerate((('drawn', 'decoded\nsample'), ('drawn_from_text', 'decoded raw\ntext embedding'))):
-                a = fig.add_axes([0.36 + 0.085 * j, 0.3, 0.08, 0.5]); a.imshow(r[key]); a.axis('off'); a.set_title(title, fontsize=7)
+                a = fig.add_axes([0.36 + 0.085 * j, 0.38, 0.08, 0.45]); a.imshow(r[key]); a.axis('off'); a.set_title(title, fontsize=7)
         for j, (i, s) in enumerate(zip(r['nearest'], r['nearest_similarity'])):
-            a = fig.add_axes([left + step * j, 0.3, step - 0.008, 0.5]); a.imshow(self.images[i]); a.axis('off'); a.set_title(f'{s:.2f}', fontsize=7)
+            a = fig.add_axes([left + step * j, 0.38, step - 0.008, 0.45]); a.imshow(self.images[i]); a.axis('off'); a.set_title(f'{s:.2f}', fontsize=7)
         fig.text(left, 0.88, 'held-out images nearest to the sampled embedding', fontsize=8)
         return fig
 

@@ -1,10 +1,13 @@
 """Write README.md from nbs/index.ipynb (nbdev_readme needs quarto, which cannot be installed here).
 
-`python tools/readme_from_index.py` writes it; `--check` exits 1 when README.md differs from what the notebook says.
+`python tools/readme_from_index.py` writes it; `--check` exits 1 when README.md differs from what the notebook says or
+when a measured number it quotes differs from the file that measured it (tools/readme_numbers.py binds each to its source).
 Markdown cells are copied, visible code cells become ```python blocks, hidden (`#| hide`) cells are left out.
 """
 import json, sys
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme_numbers import check as check_numbers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,9 +27,12 @@ def render(nb_path=ROOT / 'nbs' / 'index.ipynb') -> str:
 if __name__ == '__main__':
     readme = ROOT / 'README.md'
     text = render()
+    problems = check_numbers(text)
     if '--check' in sys.argv[1:]:
         if readme.read_text(encoding='utf-8') != text:
-            sys.exit('README.md is out of date with nbs/index.ipynb: run python tools/readme_from_index.py')
-        print('README.md matches nbs/index.ipynb')
+            problems.append('README.md is out of date with nbs/index.ipynb: run python tools/readme_from_index.py')
+        if problems: sys.exit('\n'.join(problems))
+        print('README.md matches nbs/index.ipynb, and every measured number it quotes matches its source')
     else:
         readme.write_text(text, encoding='utf-8'); print(f'wrote {readme}')
+        if problems: sys.exit('\n'.join(['numbers that differ from their sources:'] + problems))

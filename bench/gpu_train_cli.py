@@ -68,8 +68,7 @@ def command_rate(over:dict, log)->dict:
 def bare_rates(over:dict, clip, steps:int)->dict:
     "The trainer's step on one batch in memory: with the text encodings computed once, and with the CLIP run on the captions each step."
     from accelerate import Accelerator
-    from prior_nbdev.train import build_prior, load_config, run_precision
-    from prior_nbdev.trainer import DiffusionPriorTrainer
+    from prior_nbdev.train import build_prior, load_config, run_precision, trainer_from_config
     from prior_nbdev.shapes import make_shapes_scenes
     cfg = load_config('vit-l-14', over)
     tc, batch = cfg.train, cfg.data.batch_size
@@ -77,10 +76,7 @@ def bare_rates(over:dict, clip, steps:int)->dict:
     torch.manual_seed(0)
     prior = build_prior(cfg.prior, clip=clip)
     accelerator = Accelerator(cpu=device.type == 'cpu', mixed_precision=run_precision(tc.amp, device))
-    trainer = DiffusionPriorTrainer(prior, accelerator=accelerator, use_ema=tc.use_ema, lr=tc.lr, wd=tc.wd, eps=tc.eps,
-                                    max_grad_norm=tc.max_grad_norm, warmup_steps=tc.warmup_steps, ema_beta=tc.ema_beta,
-                                    ema_update_after_step=tc.ema_update_after_step, ema_update_every=tc.ema_update_every,
-                                    ema_warmup=tc.ema_warmup)
+    trainer = trainer_from_config(prior, tc, accelerator=accelerator)   # the trainer as the command makes it
     captions = make_shapes_scenes(batch, seed=8)[1]
     image = torch.nn.functional.normalize(torch.randn(batch, cfg.prior.image_embed_dim), dim=-1).to(device)
     text_embed, encodings = clip.embed_text(clip.tokenize(captions))

@@ -4,42 +4,55 @@
 
 # %% ../nbs/08_checkpoint.ipynb #0002
 from __future__ import annotations
-import _compat_pickle, dataclasses, io, json, os, pickle, pickletools, re, sys, tempfile, zipfile
+import _compat_pickle, dataclasses, importlib.metadata, io, json, os, pickle, pickletools, re, sys, tempfile, zipfile
 from pathlib import Path
 import torch
 from fastcore.basics import patch
 from torch import Tensor
-from . import __version__
+from .data import atomic_write
 from .schedule import make_betas, BETA_SCHEDULES
 from .network import NetConfig
 from .prior import DiffusionPrior, PriorConfig
 from .legacy import NUMERICS, CURRENT, numerics_for_release, detect_numerics, prior_from_config, network_from_config
 
 # %% auto #0
-__all__ = ['SAFE_GLOBALS', 'MAX_PICKLE_OPS', 'MAX_TIMESTEPS', 'PRETRAINED_WEIGHTS', 'atomic_write', 'atomic_torch_save',
-           'UnsafeCheckpointError', 'shown', 'checkpoint_format', 'DroppedObject', 'StoredVersion', 'version_string',
-           'scan_pickle', 'check_archive', 'check_loaded', 'read_checkpoint', 'write_line', 'prior_config',
-           'stored_config', 'prior_state', 'infer_net_config', 'infer_schedule', 'fit_problem', 'check_fits',
-           'inferred_config', 'load_prior', 'weights_to_save', 'save_prior', 'load_prior_weights', 'hub_reachable']
+__all__ = ['FORMAT', 'SAFE_GLOBALS', 'MAX_PICKLE_OPS', 'MAX_TIMESTEPS', 'PRETRAINED_WEIGHTS', 'atomic_torch_save', 'file_stamp',
+           'stamped', 'without_clip', 'clip_weights', 'load_prior_state', 'UnsafeCheckpointError', 'shown',
+           'checkpoint_format', 'DroppedObject', 'StoredVersion', 'version_string', 'scan_pickle', 'check_archive',
+           'check_loaded', 'read_checkpoint', 'write_line', 'prior_config', 'stored_config', 'prior_state',
+           'infer_net_config', 'infer_schedule', 'fit_problem', 'check_fits', 'inferred_config', 'load_prior',
+           'weights_to_save', 'save_prior', 'load_prior_weights', 'hub_reachable']
 
 # %% ../nbs/08_checkpoint.ipynb #7d4f7408
-def atomic_write(path:str|Path, write):
-    "Call `write(tmp)` on a temporary file beside `path`, flush it to disk, then rename it over `path`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 def atomic_torch_save(obj, path:str|Path):
     "torch.save, atomically (see `atomic_write`)."
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+# %% ../nbs/08_checkpoint.ipynb #215b3733
+FORMAT = 'prior_nbdev'
+
+def file_stamp()->dict:
+    "What a file written by this package says of itself: the format and the package version that wrote it."
+    try: version = importlib.metadata.version('prior_nbdev')
+    except importlib.metadata.PackageNotFoundError: version = 'unknown'
+    return dict(format=FORMAT, version=version)
+
+def stamped(obj)->bool:
+    "Whether a loaded file was written by this package (the reference's files carry no stamp)."
+    return isinstance(obj, dict) and obj.get('format') == FORMAT
+
+# %% ../nbs/08_checkpoint.ipynb #1e384fe2
+def without_clip(state:dict)->dict:
+    "A prior's state dict without the CLIP adapter's weights."
+    return {k: v for k, v in state.items() if not k.startswith('clip.')}
+
+def clip_weights(state:dict)->dict:
+    "The CLIP adapter's part of a prior's state dict."
+    return {k: v for k, v in state.items() if k.startswith('clip.')}
+
+def load_prior_state(prior:DiffusionPrior, state:dict, strict:bool=True):
+    "Load weights saved without CLIP into a prior that may hold one (its own CLIP weights are kept)."
+    prior.load_state_dict({**clip_weights(prior.state_dict()), **without_clip(state)}, strict=strict)
 
 # %% ../nbs/08_checkpoint.ipynb #64195dcf
 class UnsafeCheckpointError(ValueError):
@@ -255,7 +268,7 @@ def _read(source)->tuple[dict, str]:
         except Exception as e: raise ValueError(f'{path} is corrupt: not a readable safetensors file ({shown(e, 200)})') from None
         try: config = json.loads(meta['config']) if 'config' in meta else None
         except json.JSONDecodeError as e: raise ValueError(f'{path}: the config in its metadata is not valid JSON ({e})') from None
-        return dict(model=tensors, config=config, format='prior_nbdev'), str(path)
+        return dict(model=tensors, config=config, format=FORMAT), str(path)
     return read_checkpoint(path), str(path)
 
 def prior_state(source, use_ema:bool=True)->tuple[dict, dict|None, str]:
@@ -266,7 +279,7 @@ def prior_state(source, use_ema:bool=True)->tuple[dict, dict|None, str]:
 def _prior_state(source, use_ema:bool=True):
     obj, name = _read(source)
     if not isinstance(obj, dict): raise ValueError(f'{name} holds a {type(obj).__name__}, not a checkpoint dictionary')
-    config = obj.get('config') if obj.get('format') == 'prior_nbdev' else None
+    config = obj.get('config') if stamped(obj) else None
     if 'model' in obj and isinstance(obj['model'], dict):
         state = obj['ema_model'] if use_ema and isinstance(obj.get('ema_model'), dict) else obj['model']
     else:
@@ -274,10 +287,10 @@ def _prior_state(source, use_ema:bool=True):
     if not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f'{name} has no prior weights (top-level keys: {sorted(obj)[:10]})')
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith('clip.')}
+    state = without_clip(state)
     if not any(k.startswith('net.') for k in state):
         raise ValueError(f'{name} holds weights, but none of a diffusion prior (no net.* keys; first keys: {list(state)[:5]})')
-    release = str(obj['version']) if obj.get('format') != 'prior_nbdev' and obj.get('version') is not None else None
+    release = str(obj['version']) if not stamped(obj) and obj.get('version') is not None else None
     return state, config, name, release
 
 # %% ../nbs/08_checkpoint.ipynb #0008
@@ -382,7 +395,7 @@ def load_prior(path_or_state_dict,            # a checkpoint file (.pt/.pth/.ckp
     expected = prior.state_dict()
     for key, value in expected.items():   # files that lack the schedule's buffers get them recomputed
         if key.startswith('noise_scheduler.') and key not in state: state[key] = value
-    if clip is not None: state.update({k: v for k, v in expected.items() if k.startswith('clip.')})
+    if clip is not None: state.update(clip_weights(expected))
     if problem := fit_problem({k: tuple(v.shape) for k, v in expected.items()}, state):
         raise ValueError(f'{name} does not fit a supported prior architecture: {problem}')
     prior.load_state_dict(state, strict=True)
@@ -391,7 +404,7 @@ def load_prior(path_or_state_dict,            # a checkpoint file (.pt/.pth/.ckp
 # %% ../nbs/08_checkpoint.ipynb #000d
 def weights_to_save(prior:DiffusionPrior)->dict:
     "`prior`'s weights as files store them: without CLIP's (CLIP is loaded by its own name), on the CPU, contiguous."
-    return {k: v.detach().cpu().contiguous().clone() for k, v in prior.state_dict().items() if not k.startswith('clip.')}
+    return {k: v.detach().cpu().contiguous().clone() for k, v in without_clip(prior.state_dict()).items()}
 
 def save_prior(prior:DiffusionPrior, path:str|Path):
     "Write `prior`'s weights (without CLIP's) and configuration to `path` (.safetensors or a torch file)."
@@ -399,10 +412,10 @@ def save_prior(prior:DiffusionPrior, path:str|Path):
     state, config = weights_to_save(prior), prior_config(prior)
     if path.suffix == '.safetensors':
         from safetensors.torch import save_file
-        metadata = dict(config=json.dumps(config), format='prior_nbdev', version=__version__)
+        metadata = dict(config=json.dumps(config), **file_stamp())
         atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
     else:
-        atomic_torch_save(dict(model=state, config=config, format='prior_nbdev', version=__version__), path)
+        atomic_torch_save(dict(model=state, config=config, **file_stamp()), path)
 
 def load_prior_weights(path)->dict:
     "Just the weights of a prior checkpoint (EMA where present), for starting a training run from them."
@@ -416,8 +429,8 @@ def _save_pretrained(self:DiffusionPrior, save_directory:Path):
     "Write `config.json` and `model.safetensors` (weights without CLIP's) into `save_directory`."
     from safetensors.torch import save_file
     save_directory = Path(save_directory)
-    config = dict(prior_config(self), format='prior_nbdev', version=__version__)
-    atomic_write(save_directory / PRETRAINED_WEIGHTS, lambda tmp: save_file(weights_to_save(self), tmp, metadata=dict(format='prior_nbdev')))
+    config = dict(prior_config(self), **file_stamp())
+    atomic_write(save_directory / PRETRAINED_WEIGHTS, lambda tmp: save_file(weights_to_save(self), tmp, metadata=file_stamp()))
     atomic_write(save_directory / 'config.json', lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True)))
 
 # %% ../nbs/08_checkpoint.ipynb #1bd9a8ae
@@ -464,5 +477,5 @@ def from_pretrained(cls:DiffusionPrior, pretrained_model_name_or_path:str|Path, 
     if not isinstance(config, dict) or 'net' not in config:
         raise ValueError(f'{config_file} is not a prior_nbdev config: expected a prior config with a "net" section, got {sorted(config) if isinstance(config, dict) else type(config).__name__}')
     state, _, _ = prior_state(weights)
-    prior = load_prior(dict(model=state, config=config, format='prior_nbdev'), clip=clip, device=device)
+    prior = load_prior(dict(model=state, config=config, format=FORMAT), clip=clip, device=device)
     return prior

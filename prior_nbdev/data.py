@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_data.ipynb #0002
 from __future__ import annotations
-import contextlib, io, math, re
+import contextlib, io, math, os, re, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -13,9 +13,39 @@ from torch import Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['S3_DEFAULTS', 'write_embedding_shards', 'Shard', 'storage_options_for', 'numbered_files', 'find_shards',
-           'EmbeddingDataset', 'register_storage_options', 'validate_embeddings', 'split_ranges', 'PriorLoader',
-           'prior_inputs']
+__all__ = ['S3_DEFAULTS', 'atomic_write', 'write_shard', 'shard_complete', 'write_embedding_shards', 'Shard',
+           'storage_options_for', 'numbered_files', 'find_shards', 'EmbeddingDataset', 'register_storage_options',
+           'validate_embeddings', 'split_ranges', 'PriorLoader', 'prior_inputs']
+
+# %% ../nbs/06_data.ipynb #737761bb
+def atomic_write(path:str|Path, write):
+    "Call `write(tmp)` on a temporary file beside `path`, flush it to disk, then rename it over `path`."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+# %% ../nbs/06_data.ipynb #ef0c1ded
+def write_shard(root:str|Path, k:int, image_embeds:np.ndarray, text_embeds:np.ndarray|None=None, metadata:dict|None=None):
+    "Shard `k` of clip-retrieval's layout under `root`: metadata columns, text embeddings, then image embeddings, each atomically."
+    import pandas as pd
+    root = Path(root)
+    if metadata: atomic_write(root / 'metadata' / f'metadata_{k}.parquet', lambda tmp: pd.DataFrame(metadata).to_parquet(tmp))
+    def save_npy(tmp, data):
+        with open(tmp, 'wb') as f: np.save(f, data)
+    for folder, data in (('text_emb', text_embeds), ('img_emb', image_embeds)):
+        if data is not None: atomic_write(root / folder / f'{folder}_{k}.npy', lambda tmp, data=data: save_npy(tmp, data))
+
+def shard_complete(root:str|Path, k:int)->bool:
+    "Whether shard `k` under `root` was written to the end (its image embeddings are written last)."
+    return (Path(root) / 'img_emb' / f'img_emb_{k}.npy').exists()
 
 # %% ../nbs/06_data.ipynb #0005
 def write_embedding_shards(root:str|Path,                    # Folder to create img_emb/, text_emb/, metadata/ in
@@ -27,23 +57,17 @@ def write_embedding_shards(root:str|Path,                    # Folder to create 
                            dtype=np.float16,                 # clip-retrieval writes float16
                           )->Path:
     "Write embeddings (and captions, labels) in clip-retrieval's layout; returns `root`."
-    import pandas as pd
     root, n = Path(root), len(image_embeds)
     labels = {name: np.asarray(v) for name, v in (labels or {}).items()}
     for name, other in (('text_embeds', text_embeds), ('captions', captions), *((f'labels[{k!r}]', v) for k, v in labels.items())):
         if other is not None and len(other) != n: raise ValueError(f'{name} has {len(other)} rows but image_embeds has {n}')
-    folders = dict(img_emb=image_embeds, text_emb=text_embeds)
-    for folder, data in folders.items():
-        if data is not None: (root / folder).mkdir(parents=True, exist_ok=True)
-    if captions is not None or labels: (root / 'metadata').mkdir(parents=True, exist_ok=True)
     for k, start in enumerate(range(0, n, shard_size)):
         rows = slice(start, min(start + shard_size, n))
-        for folder, data in folders.items():
-            if data is not None: np.save(root / folder / f'{folder}_{k}.npy', np.asarray(data[rows], dtype=dtype))
-        if captions is not None or labels:
-            columns = ({'caption': list(captions[rows])} if captions is not None else {}) | {n: v[rows].astype(np.int64) for n, v in labels.items()}
-            pd.DataFrame(columns).to_parquet(root / 'metadata' / f'metadata_{k}.parquet')
+        meta = ({'caption': list(captions[rows])} if captions is not None else {}) | {n: v[rows].astype(np.int64) for n, v in labels.items()}
+        write_shard(root, k, np.asarray(image_embeds[rows], dtype=dtype),
+                    None if text_embeds is None else np.asarray(text_embeds[rows], dtype=dtype), meta)
     return root
+
 
 # %% ../nbs/06_data.ipynb #0008
 @dataclass
@@ -309,29 +333,27 @@ def _concat(parts:list[dict])->dict:
     return {k: (torch.cat([p[k] for p in parts]) if isinstance(parts[0][k], Tensor) else sum((p[k] for p in parts), []))
             for k in parts[0]}
 
+def _slice(batch:dict, a:int, b:int)->dict: return {k: v[a:b] for k, v in batch.items()}
+
 @patch
 def __iter__(self:PriorLoader):
-    total, skip, pending, pending_rows = self.rows_per_epoch(), self.position, [], 0
-    handed_out = self.position
+    total, skip, handed_out, rest = self.rows_per_epoch(), self.position, self.position, None   # rest: < 1 batch carried over
     for s, e, done in self.segments():
-        if handed_out + pending_rows >= total: break
+        if handed_out + (0 if rest is None else len(rest['image_embed'])) >= total: break
         if skip >= e - s - done: skip -= e - s - done; continue   # resuming: this whole piece was consumed before
         rows = self.dataset.read(s, e)
         order = (torch.randperm(e - s, generator=torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 7919 + s))
                  if self.shuffle else torch.arange(e - s))
-        rows = _take(rows, order[done + skip:]); skip = 0
-        pending.append(rows); pending_rows += len(rows['image_embed'])
-        while pending_rows >= self.batch_size and handed_out < total:
-            stream = _concat(pending)
-            batch = _take(stream, torch.arange(self.batch_size))
-            rest = _take(stream, torch.arange(self.batch_size, pending_rows))
-            pending, pending_rows = [rest], pending_rows - self.batch_size
+        stream = _take(rows, order[done + skip:]); skip = 0
+        if rest is not None: stream = _concat([rest, stream])
+        at, n = 0, len(stream['image_embed'])   # batches are slices of the block: nothing is copied per batch
+        while n - at >= self.batch_size and handed_out < total:
             handed_out += self.batch_size; self.position = handed_out
-            yield batch
-    if pending_rows and handed_out < total:  # only without drop_last: the short final batch
-        batch = _concat(pending)
-        handed_out += pending_rows; self.position = handed_out
-        yield batch
+            yield _slice(stream, at, at + self.batch_size); at += self.batch_size
+        rest = _slice(stream, at, n) if at < n else None
+    if rest is not None and handed_out < total:  # only without drop_last: the short final batch
+        handed_out += len(rest['image_embed']); self.position = handed_out
+        yield rest
     self.epoch, self.position, self.plan = self.epoch + 1, 0, None
 
 @patch

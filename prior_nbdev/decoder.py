@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from .data import atomic_write
 from .shapes import COLORS, ASSETS, make_shapes_scenes, scene_labels, wrap_caption
 
 # %% auto #0
@@ -85,7 +86,8 @@ def save_decoder(decoder:ShapesDecoder, path:str|Path, **metadata):
     "Write `decoder`'s fp16 weights and configuration (plus string `metadata`) to a safetensors file."
     from safetensors.torch import save_file
     state = {k: v.detach().half().contiguous() for k, v in decoder.state_dict().items()}
-    save_file(state, str(path), metadata=dict(config=json.dumps(decoder.config), **{k: str(v) for k, v in metadata.items()}))
+    meta = dict(config=json.dumps(decoder.config), **{k: str(v) for k, v in metadata.items()})
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 def shapes_decoder(weights:str|Path=SHAPES_DECODER_WEIGHTS)->ShapesDecoder:
     "A `ShapesDecoder` (in eval mode, fp32) with the weights of `weights` (default: the packaged ones)."

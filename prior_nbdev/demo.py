@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from .metrics import ground_truth_lines
 from .shapes import make_shapes_scenes, scene_labels, shapes_clip, wrap_caption, LABELS
 from .decoder import shapes_decoder, unclip_figure
+from .data import atomic_write
 
 # %% auto #0
 __all__ = ['DEMO_STEPS', 'merge', 'demo_config', 'nearest_images_figure', 'demo_embeddings', 'run_demo', 'demo_main']
@@ -90,7 +91,7 @@ def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=DEMO_STEPS, thread
     # 3. train and evaluate with the training command's machinery
     config = demo_config(out, num_pairs=num_pairs, steps=steps, threads=threads, overrides=overrides, ground_truth=ground_truth,
                          probe_rows=probe_rows)
-    (out / 'config.json').write_text(json.dumps(config, indent=2))
+    atomic_write(out / 'config.json', lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
     encodings = config['prior'].get('condition_on_text_encodings', False)   # then CLIP's text tower runs on the captions as it trains
     metrics = train(config_from_dict(TrainDiffusionPriorConfig, config), clip=clip if encodings else None, progress=progress)
     # 4. what the prior's embeddings retrieve, next to the raw text's
@@ -99,12 +100,12 @@ def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=DEMO_STEPS, thread
     picks = [num_pairs - 1000 + i for i in (3, 11, 25, 40, 57)]
     if pictures:
         fig = nearest_images_figure(prior, clip, images, captions, test_rows, picks)
-        fig.savefig(out / 'nearest.png', dpi=130); plt.close(fig)
+        atomic_write(out / 'nearest.png', lambda tmp: fig.savefig(tmp, format='png', dpi=130)); plt.close(fig)
         # 5. the whole unCLIP pipeline: what the packaged decoder draws from the prior's samples and from the raw text
         fig = unclip_figure(prior, clip, shapes_decoder(), [captions[i] for i in picks], images[picks])
-        fig.savefig(out / 'unclip.png', dpi=130); plt.close(fig)
+        atomic_write(out / 'unclip.png', lambda tmp: fig.savefig(tmp, format='png', dpi=130)); plt.close(fig)
     summary = dict(metrics, seconds=round(time.time() - start, 1), pairs=num_pairs, steps=steps)
-    (out / 'summary.json').write_text(json.dumps(summary, indent=2))
+    atomic_write(out / 'summary.json', lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return metrics
 
 def demo_main(argv:list[str]|None=None):

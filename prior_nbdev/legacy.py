@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from dataclasses import dataclass
 from torch import nn, Tensor
+from fastcore.basics import patch
 from .transformer import LayerNorm, Attention, RelPosBias, SinusoidalPosEmb
 from .network import DiffusionPriorNetwork, NetConfig, TextCache, check_width
 from .prior import DiffusionPrior, PriorConfig
@@ -137,7 +138,8 @@ class LegacyDiffusionPriorNetwork(DiffusionPriorNetwork):
         return self.numerics.null_tokens == 'split' and not self.numerics.text_embed_never_nulled
 
 # %% ../nbs/07_legacy.ipynb #6ad87a5d
-def _text_prefix(self:LegacyDiffusionPriorNetwork, text_embed:Tensor, text_encodings:Tensor|None, text_keep:Tensor):
+@patch
+def text_prefix(self:LegacyDiffusionPriorNetwork, text_embed:Tensor, text_encodings:Tensor|None, text_keep:Tensor):
     "The text tokens as the profile laid them out, and the key mask of the <= 0.15 numerics."
     n = self.numerics
     if n.null_tokens == 'split':
@@ -155,7 +157,8 @@ def _text_prefix(self:LegacyDiffusionPriorNetwork, text_embed:Tensor, text_encod
     text_encodings = torch.where(present[..., None], text_encodings, self.null_text_embed.to(text_encodings.dtype))  # dropping never applied
     return torch.cat((text_encodings, text_tokens), dim=1), None
 
-def _step_tokens(self:LegacyDiffusionPriorNetwork, image_embed:Tensor, diffusion_timesteps:Tensor, image_keep:Tensor,
+@patch
+def step_tokens(self:LegacyDiffusionPriorNetwork, image_embed:Tensor, diffusion_timesteps:Tensor, image_keep:Tensor,
                  self_cond:Tensor|None=None)->Tensor:
     "The step tokens as the profile laid them out."
     n = self.numerics
@@ -174,14 +177,13 @@ def _step_tokens(self:LegacyDiffusionPriorNetwork, image_embed:Tensor, diffusion
     elif self_cond is not None: raise ValueError('self_cond was given, but this network was built with self_cond=False')
     return torch.cat(tokens + [self.learned_query.to(dtype).expand(batch, 1, -1)], dim=1)
 
-def _predict_cached(self:LegacyDiffusionPriorNetwork, cache:TextCache, image_embed:Tensor, diffusion_timesteps:Tensor,
+@patch
+def predict_cached(self:LegacyDiffusionPriorNetwork, cache:TextCache, image_embed:Tensor, diffusion_timesteps:Tensor,
                     self_cond:Tensor|None=None, cond_scale:float=1., one_timestep:bool|None=None)->Tensor:
     if cond_scale != 1 and not self.cached_guidance:
         raise ValueError('with these numerics guidance runs through the whole sequence: use forward_with_cond_scale')
     return DiffusionPriorNetwork.predict_cached(self, cache, image_embed, diffusion_timesteps, self_cond, cond_scale, one_timestep)
 
-LegacyDiffusionPriorNetwork.text_prefix, LegacyDiffusionPriorNetwork.step_tokens = _text_prefix, _step_tokens
-LegacyDiffusionPriorNetwork.predict_cached = _predict_cached
 
 # %% ../nbs/07_legacy.ipynb #1a1fbc5b
 def network_from_config(config:NetConfig)->DiffusionPriorNetwork:

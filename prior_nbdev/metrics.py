@@ -14,7 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch import Tensor
 from .data import prior_inputs
-from .sampling import most_text_similar
+from .sampling import most_text_similar, eval_mode
 
 # %% auto #0
 __all__ = ['METRIC_KEYS', 'LABEL_FREE_KEYS', 'OWN_LABELS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k',
@@ -106,9 +106,7 @@ def evaluate_prior(prior,                       # The online DiffusionPrior
     "The seven seed metrics and recall@k, as means over every sample of the split."
     acc, gallery = MeanAccumulator(), dict(image=[], text=[], predicted=[])
     device = prior.device
-    was_training = prior.training, ema_prior.training
-    prior.eval(); ema_prior.eval()
-    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+    with eval_mode(prior, ema_prior), torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
         torch.manual_seed(seed)
         previous_text = None
         for batch in batches:
@@ -134,7 +132,6 @@ def evaluate_prior(prior,                       # The online DiffusionPrior
                 acc.add(name, values)
             gallery['image'].append(inputs['image_embed'].float().cpu()); gallery['text'].append(text_cond['text_embed'].float().cpu())
             gallery['predicted'].append(predicted.float().cpu())
-    prior.train(was_training[0]); ema_prior.train(was_training[1])
     # a process whose share of the split is empty still takes part in every collective, with nothing to add
     acc.reduce(accelerator, names=METRIC_KEYS if sample else METRIC_KEYS[:2])
     if not sample: return acc.means()

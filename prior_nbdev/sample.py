@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from .prior import DiffusionPrior
 from .sampling import SAMPLERS
 from .clip import make_clip, clip_builders
-from .data import numbered_files
-from .checkpoint import atomic_write, load_prior, prior_state, write_line
+from .data import numbered_files, atomic_write, write_shard, shard_complete
+from .checkpoint import load_prior, write_line
 
 # %% auto #0
 __all__ = ['SAMPLE_STEPS', 'RECORDED', 'NUM_SAMPLES_HELP', 'CaptionSource', 'read_captions', 'clip_by_name', 'text_condition',
-           'check_width', 'shard_done', 'write_shard', 'batch_generator', 'shard_batches', 'dealt', 'write_gathered',
-           'negative_condition', 'embed_rows', 'predict_embeddings', 'sample_parser', 'sample_main']
+           'check_width', 'batch_generator', 'shard_batches', 'dealt', 'write_gathered', 'negative_condition',
+           'embed_rows', 'predict_embeddings', 'checkpoint_prior', 'sample_parser', 'sample_main']
 
 # %% ../nbs/17_sample.ipynb #acb2c826
 class CaptionSource:
@@ -96,19 +96,6 @@ def check_width(prior:DiffusionPrior, source:CaptionSource, clip=None):
                          'the captions were embedded by another CLIP than the one the prior was trained on')
 
 # %% ../nbs/17_sample.ipynb #4458e0e1
-def shard_done(out:Path, k:int)->bool:
-    "Whether shard `k` under `out` is complete."
-    return (out / 'img_emb' / f'img_emb_{k}.npy').exists()
-
-def write_shard(out:Path, k:int, image_embeds:np.ndarray, text_embeds:np.ndarray, rows:np.ndarray, captions:list[str]|None):
-    "Write shard `k` atomically, the image embeddings last."
-    import pandas as pd
-    for folder in ('img_emb', 'text_emb', 'metadata'): (out / folder).mkdir(parents=True, exist_ok=True)
-    meta = pd.DataFrame({'row': rows.astype(np.int64), **({'caption': captions} if captions is not None else {})})
-    atomic_write(out / 'metadata' / f'metadata_{k}.parquet', lambda tmp: meta.to_parquet(tmp))
-    for folder, data in (('text_emb', text_embeds), ('img_emb', image_embeds)):
-        atomic_write(out / folder / f'{folder}_{k}.npy', lambda tmp, data=data: np.save(open(tmp, 'wb'), data))
-
 def batch_generator(seed:int, first_row:int)->torch.Generator:
     "The generator for the batch starting at `first_row`."
     return torch.Generator(device='cpu').manual_seed(seed * 1_000_003 + first_row)
@@ -132,7 +119,7 @@ def write_gathered(out:Path, k:int, batches:list[tuple[int, int]], everyone:list
     got = {s: part for parts in everyone for s, part in parts.items()}
     lo, hi = batches[0][0], batches[-1][1]
     image, text = (np.concatenate([got[s][i] for s, _ in batches]).astype(out_dtype) for i in (0, 1))
-    write_shard(out, k, image, text, np.arange(lo, hi), source.captions[lo:hi] if source.captions is not None else None)
+    write_shard(out, k, image, text, {'row': np.arange(lo, hi, dtype=np.int64), **({'caption': source.captions[lo:hi]} if source.captions is not None else {})})
 
 # %% ../nbs/17_sample.ipynb #d6f4a5b7
 def negative_condition(prior:DiffusionPrior, text:str, cond_scale:float, clip=None)->dict:
@@ -151,7 +138,7 @@ def embed_rows(prior:DiffusionPrior, source:CaptionSource, start:int, end:int, *
     return F.normalize(sampled.float(), dim=-1).cpu().numpy(), cond['text_embed'].float().cpu().numpy()
 
 # %% ../nbs/17_sample.ipynb #6b1f8dd4
-SAMPLE_STEPS = 16   # the command's default sampling steps: the demo chapter's table of samplers and steps
+SAMPLE_STEPS = 16   # the command's default sampling steps, chosen in 'How many sampling steps a job needs'
 
 def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path, *, clip=None, shard_size:int=100_000,
                        batch_size:int=1024, cond_scale:float=1., num_samples_per_batch:int=2, timesteps:int=SAMPLE_STEPS,
@@ -172,7 +159,7 @@ def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path,
                     cuda_graph=cuda_graph, negative=negative, autocast_dtype=autocast[dtype], clip=clip)
     num_shards = -(-source.count // shard_size)
     # every process lists the shards to do before any is written: writing waits for the first gather, which all of them join
-    plan = shard_batches(source.count, shard_size, batch_size, [k for k in range(num_shards) if not shard_done(out, k)])
+    plan = shard_batches(source.count, shard_size, batch_size, [k for k in range(num_shards) if not shard_complete(out, k)])
     mine = dealt(plan, rank, world_size)
     rows, written = sum(e - s for batches in mine for s, e in batches), 0
     bar = tqdm(total=rows, desc=f'sampling (rank {rank})', unit='emb', disable=not progress)
@@ -205,21 +192,17 @@ def _check_record(path:Path, record:dict):
     if changed := sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k)):
         raise ValueError(f'{path.parent} was written with other options ({", ".join(changed)} differ); use another --out or the same options')
 
-def _load_checkpoint(path:str, use_ema:bool=True)->tuple[DiffusionPrior, dict|None]:
-    "The prior of a checkpoint file or a save_pretrained folder, and the CLIP spec its configuration names (if any)."
+def checkpoint_prior(path:str, use_ema:bool=True)->DiffusionPrior:
+    "The prior of a checkpoint file or a save_pretrained folder (`prior.config.clip` names the CLIP it was trained with)."
     p = Path(path)
-    if p.is_dir():
-        prior = DiffusionPrior.from_pretrained(p)
-        spec = json.loads((p / 'config.json').read_text()).get('clip')
-    else:
-        if not p.exists(): raise FileNotFoundError(f'checkpoint {p} does not exist')
-        prior, spec = load_prior(p, use_ema=use_ema), (prior_state(p, use_ema)[1] or {}).get('clip')
-    return prior, spec
+    if p.is_dir(): return DiffusionPrior.from_pretrained(p)
+    if not p.exists(): raise FileNotFoundError(f'checkpoint {p} does not exist')
+    return load_prior(p, use_ema=use_ema)
 
 # %% ../nbs/17_sample.ipynb #b0d8e9f1
 NUM_SAMPLES_HELP = ('candidates per caption, the most text-similar kept; it costs diversity: on the shapes world at 16 steps, '
                     "best of 2 leaves the count that 'a red circle' leaves open (one shape or two) at 0.27 of the data's "
-                    'spread, against 1.01 with one candidate, for fidelity 0.955 instead of 0.892 (the demo chapter\'s table)')
+                    'spread, against 1.01 with one candidate, for fidelity 0.955 instead of 0.892')
 
 class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     "`--help` with each option's default, but for required options and flags."
@@ -286,14 +269,13 @@ def sample_main(argv:list[str]|None=None):
     state = PartialState(cpu=args.device == 'cpu' or (args.device == 'auto' and not torch.cuda.is_available()))
     try:
         device = _process_device(args.device, state)
-        prior, spec = _load_checkpoint(args.checkpoint, args.use_ema)
-        prior = prior.to(device)
+        prior = checkpoint_prior(args.checkpoint, args.use_ema).to(device)
         if args.cuda_graph and device.type != 'cuda': raise ValueError(f'--cuda_graph needs a CUDA device; this process runs on {device}')
         source = read_captions(args.captions, args.caption_column)
         clip = None
         if source.text_shards is None or prior.condition_on_text_encodings or args.negative_prompt is not None:
             if args.clip: clip = clip_by_name(args.clip, args.clip_pretrained)
-            elif spec: clip = make_clip(**spec)          # the CLIP the checkpoint was trained with
+            elif prior.config.clip: clip = make_clip(**prior.config.clip)   # the CLIP the checkpoint was trained with
         if clip is not None: clip = clip.to(device)
         out = Path(args.out)
         _check_record(out / 'sample_config.json', record := _options_record(args))

@@ -4,6 +4,7 @@
 
 # %% ../nbs/05_sampling.ipynb #fc22ee24
 from __future__ import annotations
+import contextlib
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -12,7 +13,7 @@ from .schedule import ddpm_step, ddim_step, dalle2_ddim_times, ddim_times
 from .prior import DiffusionPrior, l2norm
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'randn_rows', 'cuda_graphed', 'most_text_similar']
+__all__ = ['SAMPLERS', 'randn_rows', 'cuda_graphed', 'most_text_similar', 'eval_mode']
 
 # %% ../nbs/05_sampling.ipynb #0016
 def randn_rows(like:Tensor, generator=None)->Tensor:
@@ -222,6 +223,16 @@ def most_text_similar(candidates:Tensor, # (b, r, d): r candidate image embeddin
     best = similarity.argmax(dim=1)
     return candidates[torch.arange(len(candidates), device=candidates.device), best], best
 
+# %% ../nbs/05_sampling.ipynb #ba745648
+@contextlib.contextmanager
+def eval_mode(*modules:torch.nn.Module):
+    "Put `modules` in eval mode for the block, then back in the mode each was in (also when the block raises)."
+    modes = [m.training for m in modules]
+    for m in modules: m.eval()
+    try: yield modules[0] if len(modules) == 1 else modules
+    finally:
+        for m, mode in zip(modules, modes): m.train(mode)
+
 # %% ../nbs/05_sampling.ipynb #11af492e
 @patch
 @torch.no_grad()
@@ -264,15 +275,11 @@ def sample(self:DiffusionPrior, text:Tensor|list[str]|None=None, num_samples_per
         if rows not in (1, batch): raise ValueError(f'{rows} negative prompts for {batch} prompts: give 1 or {batch}')
         negative_cond = {k: v.expand(batch, *v.shape[1:]).repeat_interleave(n * r, dim=0) for k, v in negative_cond.items()}
     repeated = {k: v.repeat_interleave(n * r, dim=0) for k, v in text_cond.items()}
-    was_training = self.training
-    self.eval()
-    try:
+    with eval_mode(self):
         out = self.p_sample_loop((batch * n * r, self.image_embed_dim), repeated, cond_scale=cond_scale, timesteps=timesteps,
                                  sampler=sampler, eta=eta, progress=progress, generator=generator, latents=latents,
                                  negative_cond=negative_cond, callback=callback, return_intermediates=return_intermediates,
                                  cache_text=cache_text, cuda_graph=cuda_graph)
-    finally:
-        self.train(was_training)
     candidates, trajectory = out if return_intermediates else (out, None)
     kept, best = most_text_similar(candidates.view(batch * n, r, -1), text_cond['text_embed'].repeat_interleave(n, 0))
     if trajectory is None: return kept

@@ -4,27 +4,31 @@
 
 # %% ../nbs/12_train.ipynb #0002
 from __future__ import annotations
-import argparse, dataclasses, importlib, importlib.resources, json, math, os, random, sys, time, warnings
+import argparse, dataclasses, importlib, importlib.resources, inspect, json, math, os, random, sys, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch
 from .network import Config
 from .prior import DiffusionPrior, PriorConfig
-from .data import validate_embeddings, split_ranges, PriorLoader, prior_inputs
-from .trainer import DiffusionPriorTrainer, load_prior_state, mixed_precision_for
-from .checkpoint import read_checkpoint, atomic_write, load_prior_weights, write_line
+from .sampling import eval_mode
+from .data import validate_embeddings, split_ranges, PriorLoader, prior_inputs, atomic_write
+from .trainer import DiffusionPriorTrainer, mixed_precision_for
+from .checkpoint import load_prior_state
+from .checkpoint import read_checkpoint, load_prior_weights, write_line
 from .metrics import evaluate_prior, plot_training, METRIC_KEYS, LinearProbes, ClaimRules, OWN_LABELS, ground_truth_report, ground_truth_lines, plot_ground_truth
 from .metrics import label_free_metrics, LABEL_FREE_KEYS
 from .clip import ClipConfig, clip_from_config, embed_pairs
 from .checkpoint import shown
 
 # %% auto #0
-__all__ = ['SAMPLING_FREE_KEYS', 'DataConfig', 'TrainConfig', 'TrackerConfig', 'TrainDiffusionPriorConfig', 'config_from_dict',
-           'named_configs', 'config_file', 'parse_overrides', 'apply_overrides', 'translate_reference_config',
-           'resolved_config', 'load_config', 'build_prior', 'run_precision', 'clip_agreement', 'check_clip_matches',
-           'NonFiniteLossError', 'rng_state', 'set_rng_state', 'check_trackers', 'flat_config', 'train_log',
-           'link_latest', 'prepare_data', 'resume_or_init', 'test_metrics', 'load_rules', 'ground_truth_metrics',
-           'label_free_test_metrics', 'plot_label_free', 'train', 'training_memory_gib', 'dry_run', 'main']
+__all__ = ['SAMPLING_FREE_KEYS', 'TRAINER_OPTIONS', 'DataConfig', 'TrainConfig', 'TrackerConfig', 'TrainDiffusionPriorConfig',
+           'config_from_dict', 'named_configs', 'config_file', 'parse_overrides', 'apply_overrides',
+           'translate_reference_config', 'resolved_config', 'load_config', 'build_prior', 'run_precision',
+           'clip_agreement', 'check_clip_matches', 'NonFiniteLossError', 'rng_state', 'set_rng_state', 'check_trackers',
+           'flat_config', 'train_log', 'link_latest', 'prepare_data', 'resume_or_init', 'test_metrics', 'load_rules',
+           'ground_truth_metrics', 'label_free_test_metrics', 'plot_label_free', 'trainer_from_config', 'TrainingRun',
+           'make_accelerator', 'planned_steps', 'start_run', 'save_run', 'validate_run', 'check_losses', 'log_losses',
+           'due', 'validate_and_save', 'train_steps', 'finish_run', 'train', 'training_memory_gib', 'dry_run', 'main']
 
 # %% ../nbs/12_train.ipynb #0005
 @dataclass
@@ -53,6 +57,8 @@ class TrainConfig(Config):
     lr:float=1.1e-4
     wd:float=6.02e-2
     eps:float=1e-6
+    betas:list=field(default_factory=lambda: [0.9, 0.99]) # AdamW's
+    group_wd_params:bool=True        # weight decay on >= 2-D parameters only
     max_grad_norm:float|None=0.5
     use_ema:bool=True
     ema_beta:float=0.99
@@ -374,12 +380,11 @@ def ground_truth_metrics(prior:DiffusionPrior, train_loader:PriorLoader, test_lo
     encodings = None
     if prior.condition_on_text_encodings:
         encodings = torch.cat([prior.clip.embed_text(prior.clip.tokenize(test['captions'][s:s + 512]))[1].cpu() for s in range(0, len(test['captions']), 512)])
-    was_training = prior.training; prior.eval()
-    report = ground_truth_report(prior, probes, rules, test['captions'], test['text_embed'], test['image_embed'],
-                                 train['captions'], train['text_embed'], train['image_embed'], labels=test_labels,
-                                 settings=[tuple(s) for s in tc.eval_ground_truth_settings], timesteps=tc.eval_timesteps[0],
-                                 seed=tc.random_seed, text_encodings=encodings)
-    prior.train(was_training)
+    with eval_mode(prior):
+        report = ground_truth_report(prior, probes, rules, test['captions'], test['text_embed'], test['image_embed'],
+                                     train['captions'], train['text_embed'], train['image_embed'], labels=test_labels,
+                                     settings=[tuple(s) for s in tc.eval_ground_truth_settings], timesteps=tc.eval_timesteps[0],
+                                     seed=tc.random_seed, text_encodings=encodings)
     return dict(report, probe_accuracy=probes.accuracy(test['image_embed'], test_labels))
 
 # %% ../nbs/12_train.ipynb #b879e216
@@ -393,14 +398,12 @@ def label_free_test_metrics(prior:DiffusionPrior, loader:PriorLoader|None, tc:Tr
     inputs = prior_inputs(batch, prior)
     real = inputs.pop('image_embed')
     text_embed = got['text_embed'] if 'text_embed' in got else prior.clip.embed_text(inputs['text'])[0].cpu()
-    was_training = prior.training; prior.eval()
     draws = []
-    for k in range(max(tc.eval_label_free_samples, 2)):
+    for k in range(max(tc.eval_label_free_samples, 2)):   # `sample` samples in eval mode
         torch.manual_seed(tc.random_seed + k)
         draws.append(torch.cat([prior.sample(**{n: v[s:s + 512] for n, v in inputs.items()}, num_samples_per_batch=1,
                                              timesteps=tc.eval_timesteps[0], cond_scale=tc.eval_cond_scale).float().cpu()
                                 for s in range(0, len(real), 512)]))
-    prior.train(was_training)
     samples = torch.stack(draws, dim=1)   # (rows, K, d)
     return label_free_metrics(samples[:, 0], real.float(), text_embeds=text_embed.float(), samples_per_text=samples, seed=tc.random_seed)
 
@@ -416,145 +419,196 @@ def plot_label_free(metrics:dict, title:str='the samples among the real image em
     fig.tight_layout()
     return fig
 
-# %% ../nbs/12_train.ipynb #0012
-def _save_figure(fig, path:Path, dpi:int):
-    import matplotlib.pyplot as plt
-    fig.savefig(path, dpi=dpi); plt.close(fig)
+# %% ../nbs/12_train.ipynb #012719e2
+TRAINER_OPTIONS = [n for n in inspect.signature(DiffusionPriorTrainer).parameters if n not in ('diffusion_prior', 'accelerator', 'amp', 'device')]
 
-def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True)->dict:
-    "Run a whole training described by `config`; returns the test metrics."
+def trainer_from_config(prior:DiffusionPrior, tc:TrainConfig, **where)->DiffusionPriorTrainer:
+    "The trainer `tc` describes, on `where` (an `accelerator=` or a `device=`)."
+    return DiffusionPriorTrainer(prior, **{n: getattr(tc, n) for n in TRAINER_OPTIONS}, **where)
+
+# %% ../nbs/12_train.ipynb #0c4b7e45
+@dataclass
+class TrainingRun:
+    "What a training run holds between its steps."
+    config:TrainDiffusionPriorConfig
+    accelerator:object                # accelerate.Accelerator: the processes, precision and trackers
+    trainer:DiffusionPriorTrainer
+    train_loader:PriorLoader
+    eval_loader:object                # split name -> PriorLoader or None
+    history:dict                      # what history.json holds: losses by step
+    best_val:float                    # the best EMA validation loss so far
+    total_steps:int                   # the step the run ends at
+    @property
+    def out(self)->Path: return Path(self.config.tracker.data_path)
+    @property
+    def main(self)->bool: return self.accelerator.is_main_process
+
+# %% ../nbs/12_train.ipynb #a25724ff
+def make_accelerator(config:TrainDiffusionPriorConfig):
+    "The run's `Accelerator`: device, precision (the launcher's unless `train.amp` says), trackers; seeds set per process."
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-    tc, dc = config.train, config.data
-    if dc.label_columns: load_rules(tc.eval_claims)   # a wrong name fails now, not after training
+    tc = config.train
     if tc.num_threads: torch.set_num_threads(tc.num_threads)
-    # 1. processes, devices, seeds
     device = torch.device(tc.device) if tc.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    out = Path(config.tracker.data_path)
     accelerator = Accelerator(cpu=device.type == 'cpu', mixed_precision=run_precision(tc.amp, device),
-                              log_with=check_trackers(config.tracker.log_with), project_dir=str(out))
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+                              log_with=check_trackers(config.tracker.log_with), project_dir=config.tracker.data_path)
     set_seed(tc.random_seed, device_specific=True)
-    if main: out.mkdir(parents=True, exist_ok=True)
-    # 2. data
+    return accelerator
+
+def planned_steps(trainer:DiffusionPriorTrainer, loader:PriorLoader, tc:TrainConfig, steps_per_epoch:int)->int:
+    "The step a run ends at: the rest of this epoch (as dealt to this many processes), then whole epochs; at most `max_steps`."
+    left_now = math.ceil((loader.rows_per_epoch() - loader.position) / loader.batch_size)
+    planned = trainer.steps_done + left_now + max(tc.epochs - loader.epoch - 1, 0) * steps_per_epoch
+    return planned if tc.max_steps is None else min(tc.max_steps, planned)
+
+# %% ../nbs/12_train.ipynb #7d369df9
+def start_run(config:TrainDiffusionPriorConfig, *, clip=None)->TrainingRun:
+    "Processes and seeds, the checked data, the prior (its CLIP checked against the data), the trainer, resumed when it can be."
+    tc = config.train
+    if config.data.label_columns: load_rules(tc.eval_claims)   # a wrong name fails now, not after training
+    accelerator = make_accelerator(config)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if accelerator.is_main_process: Path(config.tracker.data_path).mkdir(parents=True, exist_ok=True)
     train_loader, eval_loader = prepare_data(config, rank, world)
     write_line(f'rank {rank}/{world} reads train blocks {train_loader.blocks()}')   # every rank: one write, lines stay whole
-    # 3. model, trainer, resume
     prior = build_prior(config.prior, clip=clip)
     check_clip_matches(prior.clip, train_loader.dataset, config.prior.clip)   # the CLIP that made the data, or stop
     if tc.compile: prior.compile()
-    if main: write_line(f'precision {accelerator.mixed_precision}, {"compiled" if tc.compile else "eager"}, {world} process(es)')
-    steps_per_epoch = len(train_loader)
-    trainer = DiffusionPriorTrainer(prior, accelerator=accelerator, use_ema=tc.use_ema, lr=tc.lr, wd=tc.wd, eps=tc.eps,
-                                    max_grad_norm=tc.max_grad_norm, warmup_steps=tc.warmup_steps,
-                                    cosine_decay_max_steps=tc.cosine_decay_max_steps, ema_beta=tc.ema_beta,
-                                    ema_update_after_step=tc.ema_update_after_step, ema_update_every=tc.ema_update_every,
-                                    ema_warmup=tc.ema_warmup)
-    latest, best = out / 'latest.pt', out / 'best.pt'
-    history, best_val = resume_or_init(trainer, train_loader, latest, tc, rank, world)
-    # the steps still to take: the rest of this epoch (planned for this many processes if it began with another), then whole epochs
-    left_now = math.ceil((train_loader.rows_per_epoch() - train_loader.position) / dc.batch_size)
-    planned = trainer.steps_done + left_now + max(tc.epochs - train_loader.epoch - 1, 0) * steps_per_epoch
-    total_steps = planned if tc.max_steps is None else min(tc.max_steps, planned)
-    config_dict = asdict(config)
-    if config.tracker.log_with: accelerator.init_trackers(config.tracker.project_name, config=flat_config(config_dict), init_kwargs=config.tracker.init_kwargs or {})
+    if accelerator.is_main_process: write_line(f'precision {accelerator.mixed_precision}, {"compiled" if tc.compile else "eager"}, {world} process(es)')
+    steps_per_epoch = len(train_loader)   # before a resume deals the epoch in progress anew
+    trainer = trainer_from_config(prior, tc, accelerator=accelerator)
+    history, best_val = resume_or_init(trainer, train_loader, Path(config.tracker.data_path) / 'latest.pt', tc, rank, world)
+    if config.tracker.log_with:
+        accelerator.init_trackers(config.tracker.project_name, config=flat_config(asdict(config)), init_kwargs=config.tracker.init_kwargs or {})
+    return TrainingRun(config, accelerator, trainer, train_loader, eval_loader, history, best_val,
+                       planned_steps(trainer, train_loader, tc, steps_per_epoch))
 
-    def save(path):  # called on every process: the random states of all of them are saved
-        if world > 1:
-            from accelerate.utils import gather_object
-            rngs = gather_object([rng_state()])
-        else: rngs = [rng_state()]
-        trainer.save(path, loader=train_loader.state_dict(), history=history, best_val_loss=best_val, train_config=config_dict, rng=rngs)
+# %% ../nbs/12_train.ipynb #5abc6ddd
+def save_run(run:TrainingRun, path:Path):
+    "Write the run's checkpoint to `path` (called on every process)."
+    rngs = [rng_state()]
+    if run.accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+        rngs = gather_object(rngs)
+    run.trainer.save(path, loader=run.train_loader.state_dict(), history=run.history, best_val_loss=run.best_val,
+                     train_config=asdict(run.config), rng=rngs)
 
-    def validate():
-        loader = eval_loader('val')
-        if loader is None: return None
-        # the losses only: sampling the whole split at every validation would cost far more than it tells
-        return evaluate_prior(trainer.unwrapped_prior, trainer.ema_model, loader, seed=tc.random_seed,
-                              accelerator=accelerator, autocast=accelerator.autocast, sample=False)
+def validate_run(run:TrainingRun)->dict|None:
+    "The online and EMA losses on the validation split (None without one)."
+    loader = run.eval_loader('val')
+    if loader is None: return None
+    return evaluate_prior(run.trainer.unwrapped_prior, run.trainer.ema_model, loader, seed=run.config.train.random_seed,
+                          accelerator=run.accelerator, autocast=run.accelerator.autocast, sample=False)
 
-    # 4. train
-    bar = tqdm(total=total_steps, initial=trainer.steps_done, disable=not (progress and main), desc='training', dynamic_ncols=True)
-    pending, last_save, last_eval, clock = [], time.time(), time.time(), time.time()
-    samples_at_clock, done = trainer.steps_done, trainer.steps_done >= total_steps
-    compile_seconds = None if tc.compile else 0.
-    first_step, loop_start, paused = trainer.steps_done, time.time(), 0.   # paused: validation and saving, not training
+# %% ../nbs/12_train.ipynb #b1c82be5
+def check_losses(losses:torch.Tensor, step:int, latest:Path):
+    "Stop the run when a loss since the last log is not finite, naming the last good checkpoint."
+    if torch.isfinite(losses).all(): return
+    bad = losses[~torch.isfinite(losses)][0].item()
+    kept = f'the last good checkpoint {latest} (step {read_checkpoint(latest)["step"]}) was kept' if latest.exists() else 'no checkpoint had been saved yet'
+    raise NonFiniteLossError(f'the training loss became {bad} by step {step}; stopping. {kept}. '
+                             'Lower train.lr, set train.max_grad_norm, or check the data.')
+
+def log_losses(run:TrainingRun, losses:torch.Tensor, samples_per_s:float, bar):
+    "Record the mean loss since the last log in the history, the trackers and the progress bar."
+    step, loss = run.trainer.steps_done, losses.mean().item()
+    run.history['step'].append(step); run.history['loss'].append(loss)
+    run.accelerator.log(train_log(run.trainer, losses, samples_per_s), step=step)
+    bar.update(step - bar.n); bar.set_postfix(loss=f'{loss:.4f}', samples_per_s=f'{samples_per_s:.0f}')
+
+# %% ../nbs/12_train.ipynb #884dccd7
+def due(run:TrainingRun, last_eval:float, last_save:float)->tuple[bool, bool]:
+    "(validate now, save now): by steps or seconds as configured, always at the last step; the main process's answer."
+    dc, tc, step, now = run.config.data, run.config.train, run.trainer.steps_done, time.time()
+    done = step >= run.total_steps
+    eval_due = (step % dc.eval_every_steps == 0) if dc.eval_every_steps else (now - last_eval >= dc.eval_every_seconds)
+    save_due = (step % tc.save_every_steps == 0) if tc.save_every_steps else (now - last_save >= tc.save_every_seconds)
+    return tuple(_broadcast(run.accelerator, [eval_due or done, save_due or done]))
+
+def validate_and_save(run:TrainingRun, eval_due:bool, save_due:bool, bar):
+    "Validate (keeping `best.pt` when the EMA's loss improves), then save `latest.pt` and `history.json`, as due."
+    step, done = run.trainer.steps_done, run.trainer.steps_done >= run.total_steps
+    if eval_due and (m := validate_run(run)) is not None:
+        for key, value in (('val_step', step), ('online_val_loss', m['online_val_loss']), ('ema_val_loss', m['ema_val_loss'])): run.history[key].append(value)
+        run.accelerator.log({'val/online_loss': m['online_val_loss'], 'val/ema_loss': m['ema_val_loss']}, step=step)
+        bar.write(f"step {step}: val loss {m['online_val_loss']:.4f} (EMA {m['ema_val_loss']:.4f})")
+        if m['ema_val_loss'] < run.best_val:
+            run.best_val = m['ema_val_loss']
+            if run.config.tracker.save_best: save_run(run, run.out / 'best.pt')
+    if save_due:
+        if run.config.tracker.save_latest or done: save_run(run, run.out / 'latest.pt')
+        if done and run.main: link_latest(run.out / 'latest.pt')
+        if run.main: _write_json(run.out / 'history.json', run.history)
+
+# %% ../nbs/12_train.ipynb #b88be6ad
+def train_steps(run:TrainingRun, *, progress:bool=True, on_step=None)->dict:
+    "Train to `run.total_steps`; returns the loop's samples/s (pauses left out) and the compile time."
+    from tqdm.auto import tqdm
+    trainer, tc, rows = run.trainer, run.config.train, run.config.data.batch_size * run.accelerator.num_processes
+    bar = tqdm(total=run.total_steps, initial=trainer.steps_done, disable=not (progress and run.main), desc='training', dynamic_ncols=True)
+    pending, done, paused, compile_seconds = [], trainer.steps_done >= run.total_steps, 0., (None if tc.compile else 0.)
+    last_eval = last_save = clock = start = time.time(); at_clock = first = trainer.steps_done
     trainer.train()
-    # an audit trail of the rows each step consumed, when PRIOR_NBDEV_AUDIT_ROWS names a folder (for checking the data order)
-    audit = (open(Path(os.environ['PRIOR_NBDEV_AUDIT_ROWS']) / f'rank{rank}.tsv', 'a', buffering=1)
-             if os.environ.get('PRIOR_NBDEV_AUDIT_ROWS') else None)
     while not done:
-        for batch in train_loader:
-            inputs = prior_inputs(batch, trainer.unwrapped_prior)
-            pending.append(trainer(**inputs))
-            trainer.update()
+        for batch in run.train_loader:
+            pending.append(trainer(**prior_inputs(batch, trainer.unwrapped_prior))); trainer.update()
+            if on_step is not None: on_step(run, batch)
             if compile_seconds is None:   # the first compiled step: compilation, reported apart from throughput
-                compile_seconds = time.time() - clock; clock, samples_at_clock = time.time(), trainer.steps_done
-                first_step, loop_start = trainer.steps_done, time.time()
-                if main: bar.write(f'compiled the prior: the first step took {compile_seconds:.1f} s')
-            if audit is not None: audit.write(f"{trainer.steps_done}\t{train_loader.epoch}\t{'|'.join(batch.get('captions', []))}\n")
-            step = trainer.steps_done
-            done = step >= total_steps
+                compile_seconds = time.time() - clock; clock = start = time.time(); at_clock = first = trainer.steps_done
+                if run.main: bar.write(f'compiled the prior: the first step took {compile_seconds:.1f} s')
+            step = trainer.steps_done; done = step >= run.total_steps
             if step % tc.log_every_steps and not done: continue
             losses = torch.stack(pending).float().cpu(); pending = []
-            if not torch.isfinite(losses).all():
-                bad = losses[~torch.isfinite(losses)][0].item()
-                kept = f'the last good checkpoint {latest} (step {read_checkpoint(latest)["step"]}) was kept' if latest.exists() else 'no checkpoint had been saved yet'
-                raise NonFiniteLossError(f'the training loss became {bad} by step {step}; stopping. {kept}. '
-                                         'Lower train.lr, set train.max_grad_norm, or check the data.')
-            now = time.time()
-            rate = (step - samples_at_clock) * dc.batch_size * world / max(now - clock, 1e-9); clock, samples_at_clock = now, step
-            history['step'].append(step); history['loss'].append(losses.mean().item())
-            accelerator.log(train_log(trainer, losses, rate), step=step)
-            bar.update(step - bar.n); bar.set_postfix(loss=f'{losses.mean().item():.4f}', samples_per_s=f'{rate:.0f}')
-            eval_due = (step % dc.eval_every_steps == 0) if dc.eval_every_steps else (now - last_eval >= dc.eval_every_seconds)
-            save_due = (step % tc.save_every_steps == 0) if tc.save_every_steps else (now - last_save >= tc.save_every_seconds)
-            eval_due, save_due = _broadcast(accelerator, [eval_due or done, save_due or done])
-            pause_start = time.time()
-            if eval_due:
-                m = validate(); last_eval = time.time()
-                if m is not None:
-                    history['val_step'].append(step); history['online_val_loss'].append(m['online_val_loss']); history['ema_val_loss'].append(m['ema_val_loss'])
-                    accelerator.log({'val/online_loss': m['online_val_loss'], 'val/ema_loss': m['ema_val_loss']}, step=step)
-                    bar.write(f"step {step}: val loss {m['online_val_loss']:.4f} (EMA {m['ema_val_loss']:.4f})")
-                    if m['ema_val_loss'] < best_val:
-                        best_val = m['ema_val_loss']
-                        if config.tracker.save_best: save(best)
-            if save_due:
-                if config.tracker.save_latest or done: save(latest)
-                if done and main: link_latest(latest)
-                last_save = time.time()
-                if main: _write_json(out / 'history.json', history)
-            paused += time.time() - pause_start
+            check_losses(losses, step, run.out / 'latest.pt')
+            now = time.time(); rate = (step - at_clock) * rows / max(now - clock, 1e-9); clock, at_clock = now, step
+            log_losses(run, losses, rate, bar)
+            eval_due, save_due = due(run, last_eval, last_save)
+            validate_and_save(run, eval_due, save_due, bar)
+            if eval_due: last_eval = time.time()
+            if save_due: last_save = time.time()
+            paused += time.time() - now
             if done: break
-    trained = (trainer.steps_done - first_step) * dc.batch_size * world / max(time.time() - loop_start - paused, 1e-9)
     bar.close()
-    if audit is not None: audit.close()
-    fingerprint = sum(p.detach().double().abs().sum().item() for p in trainer.unwrapped_prior.net.parameters())
-    write_line(f'rank {rank}/{world}: trained to step {trainer.steps_done}, weights fingerprint {fingerprint:.10e}')
-    # 5. the test split
-    test_loader = eval_loader('test') or eval_loader('val')
-    metrics = test_metrics(trainer, test_loader, tc, accelerator)
-    if metrics and main and (truth := ground_truth_metrics(trainer.ema_model, train_loader, test_loader, config)):
+    speed = (trainer.steps_done - first) * rows / max(time.time() - start - paused, 1e-9)
+    return dict(train_samples_per_s=round(speed, 1), **({'compile_seconds': round(compile_seconds, 1)} if tc.compile and compile_seconds else {}))
+
+# %% ../nbs/12_train.ipynb #db092c2d
+def _save_figure(fig, path:Path, dpi:int):
+    import matplotlib.pyplot as plt
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=dpi)); plt.close(fig)
+
+def finish_run(run:TrainingRun, speed:dict)->dict:
+    "Evaluate the trained prior on the test split, write `metrics.json` and the figures, close the trackers; the metrics."
+    trainer, acc, out, config = run.trainer, run.accelerator, run.out, run.config
+    write_line(f'rank {acc.process_index}/{acc.num_processes}: trained to step {trainer.steps_done}')
+    test_loader = run.eval_loader('test') or run.eval_loader('val')
+    metrics = test_metrics(trainer, test_loader, config.train, acc)
+    if metrics and run.main and (truth := ground_truth_metrics(trainer.ema_model, run.train_loader, test_loader, config)):
         metrics['ground_truth'] = truth
-        accelerator.log({f'test/fidelity/{name}': m['fidelity'] for name, m in truth['methods'].items()}, step=trainer.steps_done)
+        acc.log({f'test/fidelity/{name}': m['fidelity'] for name, m in truth['methods'].items()}, step=trainer.steps_done)
         _save_figure(plot_ground_truth(truth), out / 'ground_truth.png', dpi=120)
         for line in ground_truth_lines(truth): write_line(line)
-    if metrics and main and (free := label_free_test_metrics(trainer.ema_model, test_loader, tc)):
+    if metrics and run.main and (free := label_free_test_metrics(trainer.ema_model, test_loader, config.train)):
         metrics['label_free'] = free
-        accelerator.log({f'test/label_free/{k}': v for k, v in free.items()}, step=trainer.steps_done)
+        acc.log({f'test/label_free/{k}': v for k, v in free.items()}, step=trainer.steps_done)
         _save_figure(plot_label_free(free), out / 'label_free.png', dpi=110)
-    if metrics: metrics['run'] = dict(precision=accelerator.mixed_precision, compiled=tc.compile, processes=world, train_samples_per_s=round(trained, 1),
-                                      **({'compile_seconds': round(compile_seconds, 1)} if tc.compile and compile_seconds else {}))
-    if metrics and main:
+    if metrics: metrics['run'] = dict(precision=acc.mixed_precision, compiled=config.train.compile, processes=acc.num_processes, **speed)
+    if metrics and run.main:
         _write_json(out / 'metrics.json', metrics)
-        _save_figure(plot_training(history, metrics), out / 'metrics.png', dpi=110)
+        _save_figure(plot_training(run.history, metrics), out / 'metrics.png', dpi=110)
         print(json.dumps({k: v for k, v in metrics.items() if k not in ('ground_truth', 'run', 'label_free')}, indent=2), flush=True)
-    if main: _write_json(out / 'history.json', history)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    if run.main: _write_json(out / 'history.json', run.history)
+    acc.wait_for_everyone()
+    acc.end_training()
     return metrics
+
+# %% ../nbs/12_train.ipynb #6c9360ed
+def train(config:TrainDiffusionPriorConfig, *, clip=None, progress:bool=True, on_step=None)->dict:
+    "Run a whole training described by `config`; returns the test metrics. `on_step(run, batch)` is called after each step."
+    run = start_run(config, clip=clip)
+    speed = train_steps(run, progress=progress, on_step=on_step)
+    return finish_run(run, speed)
 
 # %% ../nbs/12_train.ipynb #7cac8eae
 def training_memory_gib(n_params:int, net, batch_size:int, precision:str)->float:
@@ -602,8 +656,8 @@ def dry_run(config:TrainDiffusionPriorConfig, *, clip=None, world:int|None=None)
     return lines
 
 # %% ../nbs/12_train.ipynb #0016
-def main(argv:list[str]|None=None):
-    "Entry point of `train_diffusion_prior`."
+def main(argv:list[str]|None=None, *, on_step=None):
+    "Entry point of `train_diffusion_prior` (`on_step`: see `train`)."
     parser = argparse.ArgumentParser(prog='train_diffusion_prior', description='Train a DALL-E 2 diffusion prior on CLIP embeddings.',
                                      epilog='Any config field may follow by its dotted name, e.g. --data.image_url /data/img_emb --train.lr 3e-4 '
                                             '(values are read as JSON when they parse, else as text).')
@@ -617,7 +671,7 @@ def main(argv:list[str]|None=None):
         config = load_config(args.config_path, parse_overrides(rest))
         if args.print_config: print(json.dumps(asdict(config), indent=2)); return
         if args.dry_run: print('\n'.join(dry_run(config)), flush=True); return
-        train(config, progress=not args.no_progress)
+        train(config, progress=not args.no_progress, on_step=on_step)
     except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
         print(f'train_diffusion_prior: error: {e}', file=sys.stderr, flush=True)
         sys.exit(1)

@@ -10,14 +10,14 @@ import torch
 from torch import nn, Tensor
 from fastcore.basics import patch
 from accelerate import Accelerator
-from . import __version__
 from .prior import DiffusionPrior
 from .legacy import prior_from_config
 from .checkpoint import atomic_torch_save, read_checkpoint, prior_config, fit_problem, shown
+from .checkpoint import file_stamp, stamped, without_clip, clip_weights, load_prior_state
 
 # %% auto #0
-__all__ = ['param_groups', 'WarmupCosine', 'EMA', 'load_prior_state', 'mixed_precision_for', 'DiffusionPriorTrainer',
-           'check_optimizer_state', 'restore_optimizer', 'schedule_position']
+__all__ = ['param_groups', 'WarmupCosine', 'EMA', 'mixed_precision_for', 'DiffusionPriorTrainer', 'check_optimizer_state',
+           'restore_optimizer', 'schedule_position']
 
 # %% ../nbs/09_trainer.ipynb #0005
 def param_groups(model:nn.Module, wd:float, group_wd_params:bool=True)->list[dict]:
@@ -72,15 +72,6 @@ class EMA(nn.Module):
             torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - self.decay(step))
 
 # %% ../nbs/09_trainer.ipynb #000b
-def _without_clip(state:dict)->dict:
-    "A prior state dict without the CLIP adapter's weights (CLIP is loaded by its own name, not from prior checkpoints)."
-    return {k: v for k, v in state.items() if not k.startswith('clip.')}
-
-def load_prior_state(prior:DiffusionPrior, state:dict, strict:bool=True):
-    "Load weights saved without CLIP into a prior that may hold one."
-    clip = {k: v for k, v in prior.state_dict().items() if k.startswith('clip.')}
-    prior.load_state_dict({**clip, **_without_clip(state)}, strict=strict)
-
 def mixed_precision_for(amp:bool|str, device:torch.device)->str:
     "Accelerate's mixed_precision for `amp`: True picks bf16 where supported, else fp16."
     if amp in (False, None, 'no'): return 'no'
@@ -221,8 +212,8 @@ def _step_of(value, name:str)->int:
 def _check_weights(module:nn.Module, weights, name:str, part:str, strict:bool):
     if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
         raise ValueError(f'{name}: "{part}" must hold weights (a dict of tensors)')
-    expected = {k: tuple(v.shape) for k, v in _without_clip(module.state_dict()).items()}
-    weights = _without_clip(weights)
+    expected = {k: tuple(v.shape) for k, v in without_clip(module.state_dict()).items()}
+    weights = without_clip(weights)
     problem = fit_problem(expected, weights) if strict else fit_problem({k: s for k, s in expected.items() if k in weights}, weights)
     if problem: raise ValueError(f'{name}: "{part}" does not fit this trainer\'s prior: {problem}')
 
@@ -268,11 +259,11 @@ def save(self:DiffusionPriorTrainer, path:str|Path, overwrite:bool=True, **extra
     if not self.accelerator.is_main_process: return
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f'{path} exists and overwrite=False')
-    state = dict(model=_without_clip(self.unwrapped_prior.state_dict()), optimizer=self.optimizer.state_dict(),
+    state = dict(model=without_clip(self.unwrapped_prior.state_dict()), optimizer=self.optimizer.state_dict(),
                  scheduler=self.scheduler.state_dict(), step=self.steps_done, config=prior_config(self.unwrapped_prior),
-                 version=__version__, format='prior_nbdev', **extra)
+                 **file_stamp(), **extra)
     if self.use_ema:
-        state['ema_model'] = _without_clip(self.ema_model.state_dict())
+        state['ema_model'] = without_clip(self.ema_model.state_dict())
     atomic_torch_save(state, path)
 
 @patch
@@ -284,12 +275,12 @@ def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:b
         raise ValueError(f'{name} is not a trainer checkpoint: it has no "model" entry (keys: {shown(sorted(state) if isinstance(state, dict) else type(state).__name__)})')
     _check_weights(self.unwrapped_prior, state['model'], name, 'model', strict)
     step = _step_of(state.get('step'), name)
-    if self.use_ema and state.get('format') == 'prior_nbdev' and 'ema_model' not in state:
+    if self.use_ema and stamped(state) and 'ema_model' not in state:
         raise ValueError(f'{name}: this trainer uses EMA but the checkpoint has no "ema_model" weights')
     if self.use_ema and state.get('ema_model') is not None:
         _check_weights(self.ema_model, {k: v for k, v in state['ema_model'].items() if k in state['model']}
                        if isinstance(state['ema_model'], dict) else state['ema_model'], name, 'ema_model', strict)
-    if state.get('format') != 'prior_nbdev': return self._load_reference(state, overwrite_lr=overwrite_lr, strict=strict)
+    if not stamped(state): return self._load_reference(state, overwrite_lr=overwrite_lr, strict=strict)
     check_optimizer_state(self.optimizer, state.get('optimizer'), name)
     position = schedule_position(self.scheduler, state.get('scheduler'), name)
     load_prior_state(self.unwrapped_prior, state['model'], strict)
@@ -307,7 +298,7 @@ def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:b
 # %% ../nbs/09_trainer.ipynb #0021
 def _reference_param_names(model_state:dict)->list[str]|None:
     "Parameter names in the order the reference's optimizer holds them (None when it cannot be told)."
-    if any(k.startswith('clip.') for k in model_state): return None   # CLIP's params and buffers cannot be told apart
+    if clip_weights(model_state): return None   # CLIP's params and buffers cannot be told apart
     names, seen_rotary = [], False
     for key in model_state:
         if key.startswith('noise_scheduler.'): continue
@@ -321,7 +312,7 @@ def _reference_param_names(model_state:dict)->list[str]|None:
 def _load_reference(self:DiffusionPriorTrainer, state:dict, overwrite_lr:bool=True, strict:bool=True)->dict:
     "Load a dalle2-pytorch trainer checkpoint: weights, EMA, step, and the optimizer state that fits."
     import warnings
-    model_state = _without_clip(state['model'])
+    model_state = without_clip(state['model'])
     load_prior_state(self.unwrapped_prior, model_state, strict)
     step = int(state['step'].item() if isinstance(state['step'], Tensor) else state['step'])
     self.steps_done = step

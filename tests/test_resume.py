@@ -6,7 +6,7 @@ What must hold: the same rows as an uninterrupted run (with the same number of p
 order), no row twice in an epoch, only full batches, and the same number of batches on every process (under DDP a
 process with more batches waits forever for the others).
 """
-import math, shutil, subprocess
+import math, shutil, subprocess, sys
 import numpy as np
 import pytest
 import torch
@@ -15,6 +15,7 @@ from prior_nbdev.train import (config_from_dict, TrainDiffusionPriorConfig, prep
 from prior_nbdev.trainer import DiffusionPriorTrainer
 from prior_nbdev.checkpoint import read_checkpoint
 from test_train_cli import toy_data, toy_config, write_config, free_port, CLI, ENV
+from audit_train import AUDIT, recorder
 
 SPLIT, BATCH, BLOCK, SEED = (3, 222), 8, 32, 5   # 219 rows: six blocks of 32 and one of 27
 WORLD_CHANGES = [(1, 1), (2, 2), (1, 2), (2, 1), (2, 3), (3, 2)]
@@ -137,7 +138,7 @@ def small_config(tmp_path, run='run', **train):
 
 
 def audit(folder)->dict[int, list[list[int]]]:
-    "rank -> the rows of each step, from the audit trail the command writes where PRIOR_NBDEV_AUDIT_ROWS points."
+    "rank -> the rows of each step, from the audit trail `audit_train.recorder` writes."
     out = {}
     for path in sorted(folder.glob('rank*.tsv')):
         lines = [line.split('\t') for line in path.read_text().splitlines()]
@@ -145,13 +146,13 @@ def audit(folder)->dict[int, list[list[int]]]:
     return out
 
 
-def test_command_resumed_mid_block_equals_uninterrupted(tmp_path, monkeypatch):
+def test_command_resumed_mid_block_equals_uninterrupted(tmp_path):
     "Stopped after 5 steps (200 rows: 8 rows into the fourth 64-row block) and resumed: the same rows and the same weights."
     for name, stops in (('full', [None]), ('part', [5, None])):
         (tmp_path / f'audit_{name}').mkdir()
-        monkeypatch.setenv('PRIOR_NBDEV_AUDIT_ROWS', str(tmp_path / f'audit_{name}'))
+        on_step, _ = recorder(tmp_path / f'audit_{name}')
         for max_steps in stops:
-            train(config_from_dict(TrainDiffusionPriorConfig, small_config(tmp_path, name, max_steps=max_steps)), progress=False)
+            train(config_from_dict(TrainDiffusionPriorConfig, small_config(tmp_path, name, max_steps=max_steps)), progress=False, on_step=on_step)
     full, part = audit(tmp_path / 'audit_full'), audit(tmp_path / 'audit_part')
     assert len(full[0]) == 24 and [len(r) for r in full[0]] == [40] * 24
     assert part[0][:5] == full[0][:5]
@@ -193,21 +194,21 @@ def test_resume_or_init_deals_the_unread_rows(tmp_path, old, new):
     check_resumed(got, rest_of_epoch(second), uninterrupted, where, planned, batch=40, split=(0, 480))
 
 
-def test_command_resumes_on_two_processes_after_one(tmp_path, monkeypatch):
+def test_command_resumes_on_two_processes_after_one(tmp_path):
     "One process stops mid-block; `accelerate launch` on two resumes: the unread rows, each once, equal steps, no hang."
     accelerate = shutil.which('accelerate')
     if accelerate is None: pytest.skip('accelerate CLI not installed')
     cfg = small_config(tmp_path, epochs=1)
     cfg['data']['batch_size'] = 20
     (tmp_path / 'audit').mkdir()
-    monkeypatch.setenv('PRIOR_NBDEV_AUDIT_ROWS', str(tmp_path / 'audit'))
-    train(config_from_dict(TrainDiffusionPriorConfig, {**cfg, 'train': {**cfg['train'], 'max_steps': 5}}), progress=False)
+    train(config_from_dict(TrainDiffusionPriorConfig, {**cfg, 'train': {**cfg['train'], 'max_steps': 5}}), progress=False,
+          on_step=recorder(tmp_path / 'audit')[0])
     before = audit(tmp_path / 'audit')[0]
     assert len(before) == 5
     (tmp_path / 'audit' / 'rank0.tsv').unlink()
-    env = {**ENV, 'PRIOR_NBDEV_AUDIT_ROWS': str(tmp_path / 'audit'), 'CUDA_VISIBLE_DEVICES': ''}
+    env = {**ENV, 'CUDA_VISIBLE_DEVICES': ''}
     result = subprocess.run([accelerate, 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
-                             '--dynamo_backend', 'no', '--main_process_port', str(free_port()), CLI, '--config_path',
+                             '--dynamo_backend', 'no', '--main_process_port', str(free_port()), str(AUDIT), str(tmp_path / 'audit'), '--config_path',
                              str(write_config(tmp_path, cfg, 'resume.json')), '--no_progress'],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

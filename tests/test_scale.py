@@ -1,25 +1,29 @@
 "Beyond one process: two 'nodes' on loopback, resuming on another number of processes, experiment trackers."
-import json, os, random, re, shutil, signal, subprocess, time
+import json, os, random, re, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from prior_nbdev.checkpoint import read_checkpoint
 from test_train_cli import CLI, ENV, toy_data, toy_config, write_config, free_port
+from audit_train import AUDIT
 
 ACCELERATE = shutil.which('accelerate')
 needs_accelerate = pytest.mark.skipif(ACCELERATE is None, reason='accelerate CLI not installed')
 ENV = {**ENV, 'CUDA_VISIBLE_DEVICES': ''}
 
 
-def launch(config, *, processes, machines=1, machine_rank=0, port=None, env=None, popen=False):
+def launch(config, *, processes, machines=1, machine_rank=0, port=None, env=None, popen=False, audit=None):
+    "`accelerate launch` of the training command (watched by tests/audit_train.py, writing to `audit`, when given)."
     args = [ACCELERATE, 'launch', '--multi_gpu', '--num_processes', str(processes), '--num_machines', str(machines),
             '--machine_rank', str(machine_rank), '--main_process_ip', '127.0.0.1', '--main_process_port', str(port or free_port()),
-            '--mixed_precision', 'no', '--dynamo_backend', 'no', CLI, '--config_path', str(config), '--no_progress']
+            '--mixed_precision', 'no', '--dynamo_backend', 'no', *([str(AUDIT), str(audit)] if audit else [CLI]),
+            '--config_path', str(config), '--no_progress']
     if popen: return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**ENV, **(env or {})})
     return subprocess.run(args, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=600)
 
 
-def fingerprints(text):
-    return dict(re.findall(r'rank (\d+/\d+): trained to step \d+, weights fingerprint (\S+)', text))
+def fingerprints(folder):
+    "rank -> the fingerprint of its trained weights, as tests/audit_train.py wrote it."
+    return {int(p.stem[4:]): p.read_text() for p in Path(folder).glob('rank*.weights')}
 
 
 @needs_accelerate
@@ -30,7 +34,8 @@ def test_two_nodes_on_loopback(tmp_path):
     cfg['data']['batch_size'] = 20
     config = write_config(tmp_path, cfg)
     port = free_port()
-    nodes = [launch(config, processes=2, machines=2, machine_rank=r, port=port, popen=True) for r in (0, 1)]
+    (tmp_path / 'audit').mkdir()
+    nodes = [launch(config, processes=2, machines=2, machine_rank=r, port=port, popen=True, audit=tmp_path / 'audit') for r in (0, 1)]
     outs = [n.communicate(timeout=600)[0] for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
     blocks = {}
@@ -41,8 +46,8 @@ def test_two_nodes_on_loopback(tmp_path):
     assert not rows[0] & rows[1] and rows[0] | rows[1] == set(range(512))       # disjoint, the whole train split
     files = sorted(p.name for p in (tmp_path / 'run').iterdir())
     assert files == ['best.pt', 'history.json', 'label_free.png', 'latest.pt', 'latest.pth', 'metrics.json', 'metrics.png'], files
-    prints = {**fingerprints(outs[0]), **fingerprints(outs[1])}
-    assert set(prints) == {'0/2', '1/2'} and len(set(prints.values())) == 1, prints   # the same weights on both nodes
+    prints = fingerprints(tmp_path / 'audit')
+    assert set(prints) == {0, 1} and len(set(prints.values())) == 1, prints   # the same weights on both nodes
     assert read_checkpoint(tmp_path / 'run' / 'latest.pt')['step'] == 2 * 12
 
 
@@ -66,7 +71,7 @@ def test_killed_two_process_run_resumes_on_one(tmp_path):
     first, second = tmp_path / 'audit1', tmp_path / 'audit2'
     first.mkdir(); second.mkdir()
     latest = tmp_path / 'run' / 'latest.pt'
-    proc = launch(config, processes=2, env={'PRIOR_NBDEV_AUDIT_ROWS': str(first)}, popen=True)
+    proc = launch(config, processes=2, popen=True, audit=first)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not (latest.exists() and read_checkpoint(latest)['step'] >= 10):
         time.sleep(0.05)
@@ -75,8 +80,8 @@ def test_killed_two_process_run_resumes_on_one(tmp_path):
     subprocess.run(['pkill', '-9', '-f', str(config)], check=False)   # the launcher's children too
     saved = read_checkpoint(latest)
     assert saved['loader']['world_size'] == 2 and 0 < saved['step'] < 3 * 16, saved['step']
-    result = subprocess.run([CLI, '--config_path', str(config), '--no_progress'], capture_output=True, text=True,
-                            env={**ENV, 'PRIOR_NBDEV_AUDIT_ROWS': str(second)}, timeout=600)
+    result = subprocess.run([sys.executable, str(AUDIT), str(second), '--config_path', str(config), '--no_progress'],
+                            capture_output=True, text=True, env=ENV, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert 'begun by 2 processes and its unread rows are dealt to 1' in result.stdout, result.stdout[-2000:]
     before = {k: v for k, v in audit(first).items() if k[1] <= saved['step']}     # what the checkpoint had consumed

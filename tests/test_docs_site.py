@@ -75,7 +75,8 @@ def test_every_chapter_page_shows_its_figures(site, page):
         assert (out / name).exists(), f'{path.name} has no page {name}'
         response = page.goto(base + name, wait_until='load')
         assert response.ok, f'{name}: HTTP {response.status}'
-        assert page.locator('h1').first.inner_text().strip().rstrip('#¶').strip() == title.replace('`', ''), name
+        shown = page.locator('h1').first.inner_text().strip().rstrip('#¶').strip().replace('\u2019', "'")   # Sphinx's typographic apostrophe
+        assert shown == title.replace('`', ''), name
         images = page.evaluate('[...document.querySelectorAll("article img")].map(i => [i.getAttribute("src"), i.complete, i.naturalWidth])')
         broken = [src for src, complete, width in images if not (complete and width > 0)]
         assert not broken, f'{name}: images that did not load: {broken}'

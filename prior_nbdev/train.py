@@ -564,10 +564,11 @@ def train_steps(run:TrainingRun, *, progress:bool=True, on_step=None)->dict:
             now = time.time(); rate = (step - at_clock) * rows / max(now - clock, 1e-9); clock, at_clock = now, step
             log_losses(run, losses, rate, bar)
             eval_due, save_due = due(run, last_eval, last_save)
+            pause = time.time()   # validating and saving are not training: left out of the throughput
             validate_and_save(run, eval_due, save_due, bar)
             if eval_due: last_eval = time.time()
             if save_due: last_save = time.time()
-            paused += time.time() - now
+            paused += time.time() - pause
             if done: break
     bar.close()
     speed = (trainer.steps_done - first) * rows / max(time.time() - start - paused, 1e-9)

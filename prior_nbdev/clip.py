@@ -37,6 +37,7 @@ class OpenClipAdapter(nn.Module):
                  tokenizer=None,                      # callable(list[str]) -> (b, n) ids; default open_clip's for `name`
                  image_mean:tuple|None=None, image_std:tuple|None=None, # override the model's normalisation
                  project_encodings:bool|None=None,    # pass token states through the text projection; None: when widths differ
+                 spec:dict|None=None,                 # how to build it again (make/model/pretrained); default: from name and pretrained
                 ):
         super().__init__()
         import open_clip
@@ -47,7 +48,7 @@ class OpenClipAdapter(nn.Module):
             model = open_clip.create_model(name, pretrained=str(pretrained) if pretrained is not None else None)
         self.clip, self.name = model.eval().requires_grad_(False), name
         # how to build it again (None when a ready model was passed): recorded in the prior's configuration
-        self.spec = dict(make='open_clip', model=name, pretrained=str(pretrained) if pretrained is not None else None) if built else None
+        self.spec = spec if spec is not None else dict(make='open_clip', model=name, pretrained=str(pretrained) if pretrained is not None else None) if built else None
         self.tokenizer = tokenizer if tokenizer is not None else open_clip.get_tokenizer(name)
         cfg = open_clip.get_model_preprocess_cfg(model) if hasattr(open_clip, 'get_model_preprocess_cfg') else {}
         self.image_mean = tuple(image_mean or cfg.get('mean', open_clip.OPENAI_DATASET_MEAN))

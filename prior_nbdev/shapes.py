@@ -145,9 +145,8 @@ def register_shapes_clip()->str:
 def shapes_clip(weights:str|Path|None=SHAPES_CLIP_WEIGHTS):
     "The shapes world's CLIP as an `OpenClipAdapter` (with the packaged weights; `weights=None`: untrained)."
     from prior_nbdev.clip import OpenClipAdapter
-    adapter = OpenClipAdapter(register_shapes_clip(), pretrained=weights, tokenizer=ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length']))
-    adapter.spec = dict(make='prior_nbdev_shapes', model=None, pretrained=None if Path(weights or '') == SHAPES_CLIP_WEIGHTS else weights and str(weights))
-    return adapter
+    spec = dict(make='prior_nbdev_shapes', model=None, pretrained=None if Path(weights or '') == SHAPES_CLIP_WEIGHTS else weights and str(weights))
+    return OpenClipAdapter(register_shapes_clip(), pretrained=weights, tokenizer=ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length']), spec=spec)
 
 def build_shapes_clip(model:str|None=None, pretrained:str|None=None):
     "The CLIP builder registered as `prior_nbdev_shapes` (an entry point of this package; see `11_clip`)."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_checkpoint.ipynb #0002
 from __future__ import annotations
-import _compat_pickle, dataclasses, importlib.metadata, io, json, os, pickle, pickletools, re, sys, tempfile, zipfile
+import _compat_pickle, dataclasses, importlib.metadata, io, json, pickle, pickletools, re, sys, zipfile
 from pathlib import Path
 import torch
 from fastcore.basics import patch

@@ -80,9 +80,9 @@ def demo_embeddings(out:Path, num_pairs:int, progress:bool=True):
 def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=DEMO_STEPS, threads:int|None=None, progress:bool=True,
              ground_truth:bool=True, probe_rows:int=10_000, overrides:dict|None=None, pictures:bool=True)->dict:
     "Generate the shapes world, embed it, train a prior, evaluate it on held-out pairs (and, with `ground_truth`, by what its samples depict); returns the test metrics."
-    from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
+    from prior_nbdev.train import train, config_from_dict, save_figure, TrainDiffusionPriorConfig
     from prior_nbdev.checkpoint import load_prior
-    import matplotlib.pyplot as plt, time
+    import time
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
     start = time.time()
@@ -99,11 +99,9 @@ def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=DEMO_STEPS, thread
     test_rows = slice(num_pairs - 1000, num_pairs)
     picks = [num_pairs - 1000 + i for i in (3, 11, 25, 40, 57)]
     if pictures:
-        fig = nearest_images_figure(prior, clip, images, captions, test_rows, picks)
-        atomic_write(out / 'nearest.png', lambda tmp: fig.savefig(tmp, format='png', dpi=130)); plt.close(fig)
+        save_figure(nearest_images_figure(prior, clip, images, captions, test_rows, picks), out / 'nearest.png', dpi=130)
         # 5. the whole unCLIP pipeline: what the packaged decoder draws from the prior's samples and from the raw text
-        fig = unclip_figure(prior, clip, shapes_decoder(), [captions[i] for i in picks], images[picks])
-        atomic_write(out / 'unclip.png', lambda tmp: fig.savefig(tmp, format='png', dpi=130)); plt.close(fig)
+        save_figure(unclip_figure(prior, clip, shapes_decoder(), [captions[i] for i in picks], images[picks]), out / 'unclip.png', dpi=130)
     summary = dict(metrics, seconds=round(time.time() - start, 1), pairs=num_pairs, steps=steps)
     atomic_write(out / 'summary.json', lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return metrics

@@ -28,7 +28,8 @@ __all__ = ['SAMPLING_FREE_KEYS', 'TRAINER_OPTIONS', 'DataConfig', 'TrainConfig',
            'flat_config', 'train_log', 'link_latest', 'prepare_data', 'resume_or_init', 'test_metrics', 'load_rules',
            'ground_truth_metrics', 'label_free_test_metrics', 'plot_label_free', 'trainer_from_config', 'TrainingRun',
            'make_accelerator', 'planned_steps', 'start_run', 'save_run', 'validate_run', 'check_losses', 'log_losses',
-           'due', 'validate_and_save', 'train_steps', 'finish_run', 'train', 'training_memory_gib', 'dry_run', 'main']
+           'due', 'validate_and_save', 'train_steps', 'save_figure', 'finish_run', 'train', 'training_memory_gib',
+           'dry_run', 'main']
 
 # %% ../nbs/12_train.ipynb #0005
 @dataclass
@@ -575,7 +576,8 @@ def train_steps(run:TrainingRun, *, progress:bool=True, on_step=None)->dict:
     return dict(train_samples_per_s=round(speed, 1), **({'compile_seconds': round(compile_seconds, 1)} if tc.compile and compile_seconds else {}))
 
 # %% ../nbs/12_train.ipynb #db092c2d
-def _save_figure(fig, path:Path, dpi:int):
+def save_figure(fig, path:Path, dpi:int):
+    "Write `fig` to `path` as PNG, atomically, and close it."
     import matplotlib.pyplot as plt
     atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=dpi)); plt.close(fig)
 
@@ -588,16 +590,16 @@ def finish_run(run:TrainingRun, speed:dict)->dict:
     if metrics and run.main and (truth := ground_truth_metrics(trainer.ema_model, run.train_loader, test_loader, config)):
         metrics['ground_truth'] = truth
         acc.log({f'test/fidelity/{name}': m['fidelity'] for name, m in truth['methods'].items()}, step=trainer.steps_done)
-        _save_figure(plot_ground_truth(truth), out / 'ground_truth.png', dpi=120)
+        save_figure(plot_ground_truth(truth), out / 'ground_truth.png', dpi=120)
         for line in ground_truth_lines(truth): write_line(line)
     if metrics and run.main and (free := label_free_test_metrics(trainer.ema_model, test_loader, config.train)):
         metrics['label_free'] = free
         acc.log({f'test/label_free/{k}': v for k, v in free.items()}, step=trainer.steps_done)
-        _save_figure(plot_label_free(free), out / 'label_free.png', dpi=110)
+        save_figure(plot_label_free(free), out / 'label_free.png', dpi=110)
     if metrics: metrics['run'] = dict(precision=acc.mixed_precision, compiled=config.train.compile, processes=acc.num_processes, **speed)
     if metrics and run.main:
         _write_json(out / 'metrics.json', metrics)
-        _save_figure(plot_training(run.history, metrics), out / 'metrics.png', dpi=110)
+        save_figure(plot_training(run.history, metrics), out / 'metrics.png', dpi=110)
         print(json.dumps({k: v for k, v in metrics.items() if k not in ('ground_truth', 'run', 'label_free')}, indent=2), flush=True)
     if run.main: _write_json(out / 'history.json', run.history)
     acc.wait_for_everyone()

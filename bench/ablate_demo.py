@@ -5,12 +5,12 @@
 
 Each setting is one `run_demo` (the same 24,000 pairs of seed 2024, the same packaged CLIP, seed-fixed training), changed
 only where the setting says; wall times are from this machine (2 CPU cores here) and vary with what else runs on it.
-The studies chapter (`nbs/19_studies.ipynb`) prints the table from the JSON this writes.
+The studies chapter (`nbs/21_studies.ipynb`) prints the table from the JSON this writes.
 """
 import argparse, hashlib, json, tempfile, time
 from pathlib import Path
-from prior_nbdev.demo import run_demo, merge, DEMO_STEPS
-from prior_nbdev.shapes import SHAPES_CLIP_WEIGHTS
+from prior_nbdev.lab.demo import run_demo, merge, DEMO_STEPS
+from prior_nbdev.lab.shapes import SHAPES_CLIP_WEIGHTS
 
 EARLIER = dict(steps=4000, prior=dict(time_sampling='uniform', net=dict(ff_mult=4)))   # the defaults before logit-normal times
 def earlier(**change): return merge(EARLIER, change)

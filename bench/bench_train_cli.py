@@ -99,7 +99,7 @@ def main():
     parser.add_argument('--bare', help=argparse.SUPPRESS)   # internal: one bare-step measurement from a job file
     args = parser.parse_args()
     if args.bare: return bare_main(args.bare)
-    from prior_nbdev.shapes import make_shapes_scenes, shapes_clip
+    from prior_nbdev.lab.shapes import make_shapes_scenes, shapes_clip
     from prior_nbdev.clip import write_clip_embeddings
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

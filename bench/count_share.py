@@ -20,12 +20,12 @@ os.environ.setdefault('TQDM_DISABLE', '1')
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from prior_nbdev.demo import demo_config, demo_embeddings, DEMO_STEPS
+from prior_nbdev.lab.demo import demo_config, demo_embeddings, DEMO_STEPS
 from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
 from prior_nbdev.checkpoint import load_prior
 from prior_nbdev.data import validate_embeddings
-from prior_nbdev.metrics import LinearProbes, fidelity
-from prior_nbdev.shapes import LABELS, parse_caption, satisfied
+from prior_nbdev.lab.truth import LinearProbes, fidelity
+from prior_nbdev.lab.shapes import LABELS, parse_caption, satisfied
 from ablate_demo import EARLIER   # bench/ is the script's folder, first on sys.path
 
 SETTINGS = {   # one change each from the demo's defaults (logit-normal times centred at mu = -0.5, feed-forward x8)

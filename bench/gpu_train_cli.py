@@ -35,7 +35,7 @@ def random_clip(model:str, folder:Path, device):
 
 def write_data(clip, rows:int, folder:Path, dim:int)->Path:
     "Shapes captions, `clip`'s text embeddings of them and random unit image embeddings in clip-retrieval's layout."
-    from prior_nbdev.shapes import make_shapes_scenes
+    from prior_nbdev.lab.shapes import make_shapes_scenes
     from prior_nbdev.clip import embed_pairs
     from prior_nbdev.data import write_embedding_shards
     _, captions, _ = make_shapes_scenes(rows, seed=7)
@@ -69,7 +69,7 @@ def bare_rates(over:dict, clip, steps:int)->dict:
     "The trainer's step on one batch in memory: with the text encodings computed once, and with the CLIP run on the captions each step."
     from accelerate import Accelerator
     from prior_nbdev.train import build_prior, load_config, run_precision, trainer_from_config
-    from prior_nbdev.shapes import make_shapes_scenes
+    from prior_nbdev.lab.shapes import make_shapes_scenes
     cfg = load_config('vit-l-14', over)
     tc, batch = cfg.train, cfg.data.batch_size
     device = torch.device(tc.device) if tc.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -121,7 +121,7 @@ def main():
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
         tmp, t0 = Path(tmp), time.time()
         if tiny:
-            from prior_nbdev.shapes import shapes_clip
+            from prior_nbdev.lab.shapes import shapes_clip
             clip, spec = shapes_clip(), dict(make='prior_nbdev_shapes')
         else: clip, spec = random_clip(args.clip_model, tmp, device)
         dim = clip.dim_latent

@@ -19,10 +19,11 @@ os.environ.setdefault('TQDM_DISABLE', '1')
 from pathlib import Path
 import numpy as np
 import torch
-from prior_nbdev.shapes import make_shapes_scenes, shapes_clip, shapes_probes, SHAPES_RULES, ASSETS
+from prior_nbdev.lab.shapes import make_shapes_scenes, shapes_clip, shapes_probes, SHAPES_RULES, ASSETS
 from prior_nbdev.clip import embed_pairs
 from prior_nbdev.checkpoint import load_prior
-from prior_nbdev.metrics import ground_truth_report, fit_ridge, label_free_metrics, cmmd, LABEL_FREE_KEYS
+from prior_nbdev.metrics import label_free_metrics, cmmd, LABEL_FREE_KEYS
+from prior_nbdev.lab.truth import ground_truth_report, fit_ridge
 from prior_nbdev.sampling import most_text_similar
 
 K, TIMESTEPS = 4, 64

@@ -8,7 +8,7 @@ with the demo's beta 0.995 updated every step after step 100) train on the very 
 `PriorLoader`, same seed), with the demo's model and optimiser settings (its training steps are drawn uniformly: it has no other way). Its checkpoint, saved by its own trainer, is
 loaded with `load_prior` and scored by the training chapter's `test_metrics` path (`evaluate_prior`: the seed's seven
 metrics, best of 2 at 64 steps) and `ground_truth_metrics` (fidelity, diversity), so only the training differs.
-The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the ablation JSON the studies chapter (`nbs/19_studies.ipynb`) prints;
+The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the ablation JSON the studies chapter (`nbs/21_studies.ipynb`) prints;
 `--earlier` trains it with the demo's earlier defaults instead (feed-forward x4, 4,000 steps): '... (earlier defaults)'.
 """
 import argparse, json, os, sys, tempfile, time
@@ -16,7 +16,7 @@ os.environ.setdefault('TQDM_DISABLE', '1')
 from pathlib import Path
 from types import SimpleNamespace
 import torch
-from prior_nbdev.demo import demo_config, demo_embeddings, merge, DEMO_STEPS
+from prior_nbdev.lab.demo import demo_config, demo_embeddings, merge, DEMO_STEPS
 from prior_nbdev.train import config_from_dict, TrainDiffusionPriorConfig, prepare_data, test_metrics, ground_truth_metrics
 from prior_nbdev.checkpoint import load_prior
 sys.path.insert(0, str(Path(__file__).parent))

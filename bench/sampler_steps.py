@@ -4,7 +4,7 @@ samples depict, by the seed's similarities and by speed.
     python bench/sampler_steps.py [--steps 4 8 16 32 64] [--seeds 0 1 2] [--ddpm_seeds 0] [--captions 1000] [--threads 1]
                                   [--out bench/results/sampler_steps.json]
 
-The packaged prior (`prior_nbdev/assets/shapes_prior.safetensors`) was trained by `prior_nbdev_demo` on the first 22,000 of
+The packaged prior (`prior_nbdev/lab/assets/shapes_prior.safetensors`) was trained by `prior_nbdev_demo` on the first 22,000 of
 the demo's 24,000 pairs (seed 2024); the last 1,000 pairs are its test split, never seen in training. As the training
 command's ground-truth pass does, probes are fitted on the first 10,000 training pairs' image embeddings and
 `ground_truth_report` (metrics chapter) draws K=4 embeddings per held-out caption and reports fidelity (the share of
@@ -19,19 +19,20 @@ eta 0, makes steps calls) x each number of steps x each sampling seed (which see
 every sampler and step count of one seed starts from the same noise), with one candidate and, for `ddim_dalle2`, also
 the best of 2 by text similarity (the two candidates of each draw are the first draw's pair; the one-candidate score of
 those rows averages both candidates as separate draws: the same expectation, less noise). `ddpm` visits all 1,000
-steps, so it gets one row per `--ddpm_seeds` seed. The sampling command's chapter (`nbs/17_sample.ipynb`) reads the JSON this writes.
+steps, so it gets one row per `--ddpm_seeds` seed. The sampling command's chapter (`nbs/14_sample.ipynb`) reads the JSON this writes.
 """
 import argparse, json, os, tempfile, time
 os.environ.setdefault('TQDM_DISABLE', '1')
 from pathlib import Path
 import numpy as np
 import torch
-from prior_nbdev.arithmetic import shapes_prior
-from prior_nbdev.demo import demo_embeddings
+from prior_nbdev.lab.arithmetic import shapes_prior
+from prior_nbdev.lab.demo import demo_embeddings
 from prior_nbdev.data import validate_embeddings
-from prior_nbdev.metrics import LinearProbes, ground_truth_report, similarity_metrics
+from prior_nbdev.metrics import similarity_metrics
+from prior_nbdev.lab.truth import LinearProbes, ground_truth_report
 from prior_nbdev.sampling import most_text_similar
-from prior_nbdev.shapes import LABELS, SHAPES_RULES
+from prior_nbdev.lab.shapes import LABELS, SHAPES_RULES
 
 PAIRS, PROBE_ROWS, K = 24_000, 10_000, 4
 
@@ -118,7 +119,7 @@ def main():
             reference = {k: report[k] for k in ('data_entropy', 'diversity_rows', 'k', 'captions', 'diversity_captions', 'groups')}
             reference['methods'] = {n: row(report, n) for n in ('own image (ceiling)', 'text embedding', 'ridge (mean predictor)')}
             reference['probe_accuracy'] = probes.accuracy(test['image_embed'], test_labels)
-        result = dict(prior='prior_nbdev/assets/shapes_prior.safetensors', test_pairs=f'rows {PAIRS - args.captions}-{PAIRS - 1} of the demo world (seed 2024)',
+        result = dict(prior='prior_nbdev/lab/assets/shapes_prior.safetensors', test_pairs=f'rows {PAIRS - args.captions}-{PAIRS - 1} of the demo world (seed 2024)',
                       probe_rows=PROBE_ROWS, torch_threads=args.threads, seconds=round(time.time() - begin),
                       cpu_seconds=round(time.process_time() - cpu_begin), reference=reference, rows=rows)
         out.write_text(json.dumps(result, indent=1))   # after every run: a stopped job keeps what it measured

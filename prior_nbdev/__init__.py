@@ -6,6 +6,7 @@ from .transformer import *
 from .network import *
 from .prior import *
 from .sampling import *
+from .arithmetic import *
 from .data import *
 from .legacy import *
 from .checkpoint import *

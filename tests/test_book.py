@@ -2,13 +2,13 @@
 
 The rule for referring to a chapter, in prose and in code comments alike (notebook cells and README.md):
 
-- by name: "the shapes chapter" (the part of the stem after the number, `13_shapes` -> shapes; "training" and
-  "CLIP" also name `12_train` and `11_clip`), or by position from where the text stands ("the next chapter");
-- or by stem: `13_shapes`, nbs/13_shapes.ipynb;
+- by name: "the shapes chapter" (the part of the stem after the number, `16_shapes` -> shapes; "training" and
+  "CLIP" also name `13_train` and `12_clip`), or by position from where the text stands ("the next chapter");
+- or by stem: `16_shapes`, nbs/16_shapes.ipynb;
 - never by bare number ("chapter 13", "chapters 13-15"): numbers shift when a chapter is inserted, and a stale number
   that still names an existing chapter reads as right.
 
-A reference that hands a name over ("the metrics chapter's `ground_truth_report`", "`16_arithmetic`'s `prompt_walk`")
+A reference that hands a name over ("the metrics chapter's `ground_truth_report`", "`19_arithmetic`'s `prompt_walk`")
 must point to a chapter whose source has that name.
 """
 import json, re
@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / 'nbs'
-ALIASES = {'training': 'train'}                      # "the training chapter" is 12_train
+ALIASES = {'training': 'train'}                      # "the training chapter" is 13_train
 POSITIONS = {'this': 0, 'previous': -1, 'next': 1}   # resolved from the chapter the text stands in
 GENERIC = {'the', 'a', 'an', 'of', 'own', 'its', 'each', 'every', 'first', 'last', 'same', 'that', 'whole', 'one', 'in', 'which'}
 NUMBERED = re.compile(r'\bchapters?\s+\d+(?:\s*[–-]\s*\d+)?', re.I)
@@ -87,21 +87,21 @@ def test_chapter_references_name_chapters_that_exist(name):
 
 
 def test_the_checker_catches_each_kind_of_stale_reference():
-    chapters = {'10_metrics': 'def ground_truth_report(): ...', '11_clip': 'class ClipConfig: ...',
-                '13_shapes': 'def shapes_clip(): ...', '16_arithmetic': 'def prompt_walk(): ...'}
-    fine = ("The shapes chapter registers it; the metrics chapter's `ground_truth_report` reads it; see `16_arithmetic`, "
-            "nbs/13_shapes.ipynb, the previous chapter's `ClipConfig` and this chapter.")
+    chapters = {'11_metrics': 'def ground_truth_report(): ...', '12_clip': 'class ClipConfig: ...',
+                '16_shapes': 'def shapes_clip(): ...', '19_arithmetic': 'def prompt_walk(): ...'}
+    fine = ("The shapes chapter registers it; the metrics chapter's `ground_truth_report` reads it; see `19_arithmetic`, "
+            "nbs/16_shapes.ipynb, the previous chapter's `ClipConfig` and this chapter.")
     check = lambda text, here=None: reference_problems(text, chapters, here)
-    assert check(fine, '13_shapes') == []
+    assert check(fine, '16_shapes') == []
     assert check('the shapes world of chapter 10') == ["line 1: 'chapter 10' is a bare number; write the chapter's name or stem"]
     assert check('see chapters 13–15')[0].startswith("line 1: 'chapters 13–15' is a bare")
     assert check('a\nsee `12_shapes`') == ["line 2: '12_shapes' is no chapter"]
     assert check('the explorer chapter') == ["line 1: no chapter is called 'explorer' ('explorer chapter')"]
-    assert check("the metrics chapter's `prompt_walk`") == ["line 1: \"metrics chapter's `prompt_walk\", but 10_metrics has no 'prompt_walk'"]
-    assert check("`11_clip`'s `prompt_walk`") == ["line 1: \"11_clip`'s `prompt_walk\", but 11_clip has no 'prompt_walk'"]
-    assert check("the next chapter's `prompt_walk`", '11_clip') == [
-        "line 1: \"next chapter's `prompt_walk\", but 13_shapes has no 'prompt_walk'"]
-    assert check("the next chapter's `prompt_walk`", '16_arithmetic') == ['line 1: no next chapter from 16_arithmetic']
+    assert check("the metrics chapter's `prompt_walk`") == ["line 1: \"metrics chapter's `prompt_walk\", but 11_metrics has no 'prompt_walk'"]
+    assert check("`12_clip`'s `prompt_walk`") == ["line 1: \"12_clip`'s `prompt_walk\", but 12_clip has no 'prompt_walk'"]
+    assert check("the next chapter's `prompt_walk`", '12_clip') == [
+        "line 1: \"next chapter's `prompt_walk\", but 16_shapes has no 'prompt_walk'"]
+    assert check("the next chapter's `prompt_walk`", '19_arithmetic') == ['line 1: no next chapter from 19_arithmetic']
 
 
 ESCAPE = re.compile('\x1b')   # ESC starts every terminal control sequence (colours, clear-line)

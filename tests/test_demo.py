@@ -2,7 +2,7 @@
 import json, os, shutil, subprocess
 import torch
 import torch.nn.functional as F
-from prior_nbdev.shapes import SHAPES_CLIP_WEIGHTS, make_shapes_dataset, shapes_clip
+from prior_nbdev.lab.shapes import SHAPES_CLIP_WEIGHTS, make_shapes_dataset, shapes_clip
 from prior_nbdev.metrics import METRIC_KEYS, recall_at_k
 
 
@@ -20,8 +20,8 @@ def test_packaged_clip_is_small_and_has_learned_the_world():
 
 def test_packaged_clip_sees_both_objects_and_the_decoder_draws_them():
     "The CLIP binds attributes to positions (measured 0.95-0.98 for every attribute of both objects); the decoder draws what it holds."
-    from prior_nbdev.shapes import shapes_probes
-    from prior_nbdev.decoder import SHAPES_DECODER_WEIGHTS, shapes_decoder, decoder_report
+    from prior_nbdev.lab.shapes import shapes_probes
+    from prior_nbdev.lab.decoder import SHAPES_DECODER_WEIGHTS, shapes_decoder, decoder_report
     clip = shapes_clip()
     probes, accuracy = shapes_probes(clip, n=3000, n_test=1000)
     assert min(accuracy[k] for k in ('count', 'color', 'shape', 'size', 'arrangement')) > 0.95, accuracy

@@ -19,7 +19,7 @@ def free_port():
 def voila_page(tmp_path):
     "Voila serving prior_nbdev's explorer app on 127.0.0.1 (stopped afterwards, kernel included); yields its URL."
     if VOILA is None: pytest.skip('voila is not installed: pip install prior_nbdev[explore]')
-    from prior_nbdev.explorer import APP_NOTEBOOK
+    from prior_nbdev.lab.explorer import APP_NOTEBOOK
     port = free_port()
     proc = subprocess.Popen([VOILA, str(APP_NOTEBOOK), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1',
                              '--ServerApp.port_retries=0', f'--Voila.root_dir={APP_NOTEBOOK.parent}'],

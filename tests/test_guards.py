@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from prior_nbdev import DiffusionPriorNetwork, DiffusionPrior
 from prior_nbdev.checkpoint import load_prior
 from prior_nbdev.sampling import most_text_similar
-from prior_nbdev.metrics import ground_truth_report, OWN_LABELS
+from prior_nbdev.lab.truth import ground_truth_report, OWN_LABELS
 from conftest import perturb_
 from test_prior_parity import assert_close_scaled
 from test_checkpoints import ERAS, FIXTURES
@@ -237,7 +237,7 @@ class FixedSample:
 
 
 def test_explorer_reports_the_sample_s_similarity_by_value():
-    from prior_nbdev.explorer import PromptExplorer
+    from prior_nbdev.lab.explorer import PromptExplorer
     images = np.repeat(np.arange(6, dtype=np.uint8), 2 * 2 * 3).reshape(6, 2, 2, 3)
     explorer = PromptExplorer(FixedSample(), TableClip(), images, [f'c{i}' for i in range(6)])
     r = explorer.run('prompt', num_candidates=2, timesteps=4)

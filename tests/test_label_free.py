@@ -129,7 +129,7 @@ def test_errors_name_the_inputs(kwargs, message):
 def test_packaged_shapes_prior():
     "Fresh shapes-world pairs: the prior's samples sit among the real image embeddings and vary per caption; the raw text (the modality gap) does neither."
     pytest.importorskip('open_clip')
-    from prior_nbdev.shapes import make_shapes_scenes, shapes_clip, ASSETS
+    from prior_nbdev.lab.shapes import make_shapes_scenes, shapes_clip, ASSETS
     from prior_nbdev.clip import embed_pairs
     from prior_nbdev.checkpoint import load_prior
     images, captions, _ = make_shapes_scenes(300, seed=99)

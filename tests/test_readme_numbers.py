@@ -28,7 +28,7 @@ def test_a_number_a_notebook_printed():
     stale = text.replace(f'is red in {want[0]}% of samples', 'is red in 21% of samples')
     assert stale != text
     problems = rn.check(stale)
-    assert len(problems) == 1 and f"says 21 where nbs/16_arithmetic.ipynb stored output 'cond_scale 1', 'red' gives {want[0]}" in problems[0], problems
+    assert len(problems) == 1 and f"says 21 where nbs/19_arithmetic.ipynb stored output 'cond_scale 1', 'red' gives {want[0]}" in problems[0], problems
 
 
 def test_a_source_that_lacks_the_number():

@@ -28,7 +28,7 @@ def wait_for(port, proc, seconds=30):
 @pytest.fixture(scope='module')
 def shapes_shards(tmp_path_factory):
     "3,000 pairs of the shapes world, embedded by the shipped CLIP, in clip-retrieval's layout (3 shards)."
-    from prior_nbdev.shapes import make_shapes_dataset, shapes_clip
+    from prior_nbdev.lab.shapes import make_shapes_dataset, shapes_clip
     from prior_nbdev.clip import write_clip_embeddings
     images, captions = make_shapes_dataset(3000, seed=11)
     return write_clip_embeddings(shapes_clip(), images, captions, tmp_path_factory.mktemp('shapes') / 'emb', shard_size=1000, progress=False)

@@ -4,9 +4,9 @@ import numpy as np
 import torch
 import pandas as pd
 import pytest
-from prior_nbdev.arithmetic import SHAPES_PRIOR_WEIGHTS
+from prior_nbdev.lab.arithmetic import SHAPES_PRIOR_WEIGHTS
 from prior_nbdev.data import write_embedding_shards
-from prior_nbdev.shapes import make_shapes_dataset
+from prior_nbdev.lab.shapes import make_shapes_dataset
 
 CLI = shutil.which('prior_nbdev_sample') or 'prior_nbdev_sample'
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1', 'CUDA_VISIBLE_DEVICES': ''}
@@ -199,9 +199,9 @@ def test_sampler_negative_prompt_and_the_reference_settings(tmp_path):
     # the reference's settings, passed explicitly, give the reference's samples: `sample` with 64 steps and 2 candidates
     ref = run(*base, '--timesteps', 64, '--out', tmp_path / 'ref')
     assert ref.returncode == 0, ref.stderr[-3000:]
-    from prior_nbdev.arithmetic import shapes_prior
+    from prior_nbdev.lab.arithmetic import shapes_prior
     from prior_nbdev.sample import batch_generator
-    from prior_nbdev.shapes import shapes_clip
+    from prior_nbdev.lab.shapes import shapes_clip
     prior, clip = shapes_prior(), shapes_clip()
     with torch.no_grad():
         direct = torch.cat([prior.sample(text_embed=clip.embed_text(clip.tokenize(caps[s:s + 20]))[0], num_samples_per_batch=2,

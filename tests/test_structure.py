@@ -7,35 +7,46 @@ PKG = Path(prior_nbdev.__file__).parent
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def modules():
+    "{dotted module name under the package: path}, the lab's subpackage included ('lab.shapes')."
+    return {'.'.join(p.relative_to(PKG).with_suffix('').parts): p for p in PKG.rglob('*.py')
+            if p.stem not in ('__init__', '_modidx')}
+
+
 def chapters():
     "{module: chapter number} from each module's nbdev header."
     out = {}
-    for path in PKG.glob('*.py'):
-        if m := re.search(r'File to edit: \.\./nbs/(\d+)_\w+\.ipynb', path.read_text()): out[path.stem] = int(m.group(1))
+    for name, path in modules().items():
+        if m := re.search(r'File to edit: (?:\.\./)+nbs/(\d+)_\w+\.ipynb', path.read_text()): out[name] = int(m.group(1))
     return out
 
 
-def imports(path):
+def resolve(module, node):
+    "The dotted name (under the package) that an ImportFrom in `module` imports from; None for other packages."
+    if node.level:
+        base = module.split('.')[:-node.level]
+        return '.'.join(base + ([node.module] if node.module else [])) or '__init__'
+    if (node.module or '').startswith('prior_nbdev'): return node.module.split('.', 1)[1] if '.' in node.module else '__init__'
+
+
+def imports(module, path):
     "(module imported, names) for every import of a prior_nbdev module in `path`, function-level ones included."
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1: target = node.module or '__init__'
-            elif (node.module or '').startswith('prior_nbdev'): target = node.module.split('.', 1)[1] if '.' in node.module else '__init__'
-            else: continue
-            found.append((target, [a.name for a in node.names]))
+            if (target := resolve(module, node)) is not None: found.append((target, [a.name for a in node.names]))
         elif isinstance(node, ast.Import):
             found += [(a.name.split('.', 1)[1], []) for a in node.names if a.name.startswith('prior_nbdev.')]
     return found
 
 
 def graph():
-    return {m: imports(PKG / f'{m}.py') for m in chapters()}
+    paths = modules()
+    return {m: imports(m, paths[m]) for m in chapters()}
 
 
 def test_every_module_comes_from_a_numbered_chapter():
-    modules = {p.stem for p in PKG.glob('*.py')} - {'__init__', '_modidx'}
-    assert modules == set(chapters()), modules ^ set(chapters())
+    assert set(modules()) == set(chapters()), set(modules()) ^ set(chapters())
 
 
 def test_imports_point_down_the_chapters():
@@ -47,6 +58,20 @@ def test_imports_point_down_the_chapters():
             elif number[target] >= number[module]:
                 problems.append(f'{module} (chapter {number[module]}) imports {target} (chapter {number[target]})')
     assert not problems, problems
+
+
+def test_the_core_never_imports_the_lab():
+    "The lab (shapes world, probes, decoder, demo, explorer) uses the core; no core module imports it, the package root included."
+    core = {m: deps for m, deps in graph().items() if not m.startswith('lab.')}
+    assert core and len(core) < len(graph())
+    problems = [f'{m} imports {t}' for m, deps in core.items() for t, _ in deps if t == 'lab' or t.startswith('lab.')]
+    root = [t for t, _ in imports('__init__', PKG / '__init__.py')]
+    assert not problems and not [t for t in root if t.startswith('lab')], (problems, root)
+
+
+def test_lab_chapters_follow_the_core():
+    number = chapters()
+    assert max(n for m, n in number.items() if not m.startswith('lab.')) < min(n for m, n in number.items() if m.startswith('lab.'))
 
 
 def test_no_private_names_cross_modules():

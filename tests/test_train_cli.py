@@ -231,7 +231,7 @@ def test_two_processes_with_accelerate_launch(tmp_path):
 
 def test_caption_mode_runs_clip_on_the_fly(tmp_path):
     "A prior conditioned on text encodings: captions are tokenised and embedded by the configured CLIP during training."
-    from prior_nbdev.shapes import make_shapes_dataset, shapes_clip
+    from prior_nbdev.lab.shapes import make_shapes_dataset, shapes_clip
     from prior_nbdev.clip import write_clip_embeddings
     images, captions = make_shapes_dataset(400, seed=5)
     data = write_clip_embeddings(shapes_clip(), images, captions, tmp_path / 'data', progress=False, shard_size=256)

@@ -34,7 +34,7 @@ def test_named_configs_resolve_and_unknown_names_are_listed(tmp_path):
 def test_shapes_config_is_the_demos():
     "The named `shapes` config trains what `prior_nbdev_demo` trains (only where files go differs)."
     from pathlib import Path
-    from prior_nbdev.demo import demo_config
+    from prior_nbdev.lab.demo import demo_config
     from prior_nbdev.train import named_configs
     shipped = json.loads(named_configs()['shapes'].read_text())
     demo = demo_config(Path('.'), num_pairs=24_000)
@@ -74,7 +74,7 @@ def test_dry_run_of_the_seed_config_names_a_clip_it_cannot_get(tmp_path):
 
 
 def shapes_data(root, n=400):
-    from prior_nbdev.shapes import make_shapes_scenes, shapes_clip
+    from prior_nbdev.lab.shapes import make_shapes_scenes, shapes_clip
     from prior_nbdev.clip import write_clip_embeddings
     images, captions, _ = make_shapes_scenes(n, seed=5)
     return write_clip_embeddings(shapes_clip(), images, captions, root, progress=False)
@@ -82,7 +82,7 @@ def shapes_data(root, n=400):
 
 def test_a_clip_that_did_not_make_the_data_is_refused(tmp_path):
     "Embeddings made by the shapes CLIP; training configured with the same architecture and other weights stops."
-    from prior_nbdev.shapes import shapes_clip
+    from prior_nbdev.lab.shapes import shapes_clip
     data = shapes_data(tmp_path / 'data')
     other = tmp_path / 'other_clip.pt'
     torch.manual_seed(1); torch.save(shapes_clip(weights=None).clip.state_dict(), other)

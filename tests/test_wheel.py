@@ -20,11 +20,11 @@ import torch
 import prior_nbdev
 site_packages = Path(sys.argv[1]).resolve()
 assert Path(prior_nbdev.__file__).resolve().is_relative_to(site_packages), f'prior_nbdev imported from {prior_nbdev.__file__}'
-from prior_nbdev.shapes import shapes_clip, COLORS
-from prior_nbdev.arithmetic import shapes_prior
-from prior_nbdev.decoder import shapes_decoder
+from prior_nbdev.lab.shapes import shapes_clip, COLORS
+from prior_nbdev.lab.arithmetic import shapes_prior
+from prior_nbdev.lab.decoder import shapes_decoder
 from prior_nbdev.train import named_configs, load_config
-from prior_nbdev.explorer import APP_NOTEBOOK
+from prior_nbdev.lab.explorer import APP_NOTEBOOK
 clip, prior, decoder = shapes_clip(), shapes_prior(), shapes_decoder()
 text_embed, _ = clip.embed_text(clip.tokenize(['a large red circle']))
 samples = prior.sample(text_embed=text_embed, timesteps=16, num_images_per_prompt=8, generator=torch.Generator().manual_seed(0))
@@ -94,13 +94,13 @@ def test_wheel_contents(wheel):
     assert not [n for n in names if '__pycache__' in n or n.endswith('.pyc')]
     modules = {f'prior_nbdev/{p.name}' for p in (ROOT / 'prior_nbdev').glob('*.py')}
     assert modules <= set(names), f'modules missing from the wheel: {sorted(modules - set(names))}'
-    assert {f'prior_nbdev/assets/{a}' for a in ASSETS} <= set(names), sorted(n for n in names if 'assets' in n)
+    assert {f'prior_nbdev/lab/assets/{a}' for a in ASSETS} <= set(names), sorted(n for n in names if 'assets' in n)
     configs = {f'prior_nbdev/configs/{p.name}' for p in (ROOT / 'prior_nbdev' / 'configs').glob('*.json')}
     assert configs and configs <= set(names), f'named configs missing from the wheel: {sorted(configs - set(names))}'
     with zipfile.ZipFile(wheel) as z:
         metadata = z.read(dist_info + 'METADATA').decode()
         entry_points = z.read(dist_info + 'entry_points.txt').decode()
-        for a in ASSETS: assert z.read(f'prior_nbdev/assets/{a}') == (ROOT / 'prior_nbdev' / 'assets' / a).read_bytes(), a
+        for a in ASSETS: assert z.read(f'prior_nbdev/lab/assets/{a}') == (ROOT / 'prior_nbdev' / 'lab' / 'assets' / a).read_bytes(), a
     assert f"Version: {CFG['version']}" in metadata and 'License: Apache Software License 2.0' in metadata
     for script in CFG['console_scripts'].split(): assert script.replace('=', ' = ') in entry_points, script
     size = wheel.stat().st_size

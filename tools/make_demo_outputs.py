@@ -1,4 +1,4 @@
-"""Run `prior_nbdev_demo` with its defaults and keep what `15_demo` shows, in nbs/demo_run/.
+"""Run `prior_nbdev_demo` with its defaults and keep what `18_demo` shows, in nbs/demo_run/.
 
 `python tools/make_demo_outputs.py [--out nbs/demo_run] [--threads N]`
 

@@ -81,7 +81,7 @@ pct0 = lambda x: f'{100 * x:.0f}'
 
 CPU, GPU = 'bench/results/prior_cpu.json', 'bench/results/h200_seed_2026-11-28.json'
 DEMO, SEEDS, STEPS = 'bench/ablation_demo.json', 'bench/seeds_demo.json', 'bench/results/sampler_steps.json'
-ARITH, SAMPLE = 'nbs/16_arithmetic.ipynb', 'nbs/17_sample.ipynb'
+ARITH, SAMPLE = 'nbs/19_arithmetic.ipynb', 'nbs/14_sample.ipynb'
 P1 = 'prior, 1 candidate, cond_scale 1'
 DEMO_RUNS = [(DEMO, 'demo defaults'), (SEEDS, 'demo defaults (seed 1)'), (SEEDS, 'demo defaults (seed 2)')]
 
@@ -102,7 +102,7 @@ def quotes():
     return [
         Q('samples {}–{}× faster on a CPU', (of(min, *cpu_ratios), '.0f'), (of(max, *cpu_ratios), '.0f')),
         # the demo (bench/ablate_demo.py wrote both JSON files)
-        Q("open_clip's own model class, {} MB", (size_mb('prior_nbdev/assets/shapes_clip.safetensors'), '.1f')),
+        Q("open_clip's own model class, {} MB", (size_mb('prior_nbdev/lab/assets/shapes_clip.safetensors'), '.1f')),
         Q('On 2 CPU cores it takes {} s (measured alone)', (demo('seconds'), '.0f')),
         Q('({} vs a {} baseline)', (demo('metrics', 'similarity_with_original_image'), '.3f'), (demo('metrics', 'baseline_similarity'), '.3f')),
         Q("held-out caption {} of what they read from the caption's own picture ({} on the mean of three training seeds; {} with "
@@ -114,7 +114,7 @@ def quotes():
           (demo('methods', P1, 'diversity', reduce=min), '.2f'), (demo('methods', P1, 'diversity', reduce=max), '.2f'),
           (of(min, *[js(f, r, 'methods', P1, 'diversity', reduce=min) for f, r in DEMO_RUNS]), '.2f'),
           (of(max, *[js(f, r, 'methods', P1, 'diversity', reduce=min) for f, r in DEMO_RUNS]), '.2f')),
-        # negative prompts (nbs/16_arithmetic.ipynb)
+        # negative prompts (nbs/19_arithmetic.ipynb)
         Q('"a circle" from the shipped demo prior is red in {}% of samples without guidance and {}% with guidance alone at '
           '`cond_scale` 1.5; with the negative prompt "red" at the same scale, {}%, and still {}% circles (a negative "blue" '
           'leaves {}% red, and blue falls from {}% to {}%)',

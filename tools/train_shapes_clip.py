@@ -1,4 +1,4 @@
-"""Train the shapes world's tiny CLIP from scratch and write prior_nbdev/assets/shapes_clip.safetensors (fp16).
+"""Train the shapes world's tiny CLIP from scratch and write prior_nbdev/lab/assets/shapes_clip.safetensors (fp16).
 
 open_clip's own CLIP class, the contrastive loss with hard negatives (below), AdamW with warmup and cosine decay. Prints
 held-out text->image recall and the linear-probe table of the shapes chapter (what the image embedding holds). The
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 import open_clip
 from safetensors.torch import save_file
-from prior_nbdev.shapes import (make_shapes_scenes, register_shapes_clip, shapes_clip, ShapesTokenizer, SHAPES_CLIP_WEIGHTS, SHAPES_CLIP_CONFIG,
+from prior_nbdev.lab.shapes import (make_shapes_scenes, register_shapes_clip, shapes_clip, ShapesTokenizer, SHAPES_CLIP_WEIGHTS, SHAPES_CLIP_CONFIG,
                               Thing, ordered_pair, shapes_probes, side_of, LABELS)
 from prior_nbdev.metrics import recall_at_k
 

@@ -1,4 +1,4 @@
-"""Train the shapes world's tiny decoder and write prior_nbdev/assets/shapes_decoder.safetensors (fp16).
+"""Train the shapes world's tiny decoder and write prior_nbdev/lab/assets/shapes_decoder.safetensors (fp16).
 
 `python tools/train_shapes_decoder.py` trains `ShapesDecoder` (the decoder chapter) on the packaged CLIP's image embeddings
 of 40,000 scenes of seed 0 with `train_decoder`'s defaults, then prints `decoder_report` on 1,000 fresh scenes (pixel
@@ -8,8 +8,8 @@ thread count. Retrain it whenever the packaged CLIP changes: the decoder reads t
 import argparse, json, time
 from pathlib import Path
 import torch
-from prior_nbdev.shapes import shapes_clip, shapes_probes
-from prior_nbdev.decoder import train_decoder, save_decoder, shapes_decoder, decoder_report, SHAPES_DECODER_WEIGHTS
+from prior_nbdev.lab.shapes import shapes_clip, shapes_probes
+from prior_nbdev.lab.decoder import train_decoder, save_decoder, shapes_decoder, decoder_report, SHAPES_DECODER_WEIGHTS
 
 
 def main():

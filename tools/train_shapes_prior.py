@@ -1,4 +1,4 @@
-"""Train the shapes world's demo prior and write prior_nbdev/assets/shapes_prior.safetensors (its EMA weights, fp32).
+"""Train the shapes world's demo prior and write prior_nbdev/lab/assets/shapes_prior.safetensors (its EMA weights, fp32).
 
 `python tools/train_shapes_prior.py` runs `prior_nbdev_demo` with its defaults (24,000 pairs, `DEMO_STEPS` = 3,500 steps, seed 2024;
 about 4 minutes on two CPU threads) in a temporary folder and keeps the prior, so that the generation chapter, the sampling
@@ -6,8 +6,8 @@ command's examples and the explorer start without training. Deterministic for a 
 """
 import argparse, json, tempfile
 from pathlib import Path
-from prior_nbdev.demo import run_demo, DEMO_STEPS
-from prior_nbdev.shapes import ASSETS
+from prior_nbdev.lab.demo import run_demo, DEMO_STEPS
+from prior_nbdev.lab.shapes import ASSETS
 from prior_nbdev.checkpoint import load_prior, save_prior
 
 

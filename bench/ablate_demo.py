@@ -11,6 +11,7 @@ import argparse, hashlib, json, tempfile, time
 from pathlib import Path
 from prior_nbdev.lab.demo import run_demo, merge, DEMO_STEPS
 from prior_nbdev.lab.shapes import SHAPES_CLIP_WEIGHTS
+from prior_nbdev.lab.truth import Method
 
 EARLIER = dict(steps=4000, prior=dict(time_sampling='uniform', net=dict(ff_mult=4)))   # the defaults before logit-normal times
 def earlier(**change): return merge(EARLIER, change)
@@ -74,7 +75,7 @@ def main():
                              methods=truth['methods'], probe_accuracy=truth['probe_accuracy'],
                              data_entropy=truth['data_entropy'], diversity_rows=truth['diversity_rows'])
         out.write_text(json.dumps(results, indent=1))
-        best = truth['methods']['prior, 1 candidate, cond_scale 1']
+        best = truth['methods'][Method.prior(1, 1.)]
         print(f"{row:22s} {seconds:5.0f}s  sim. original image {metrics['similarity_with_original_image']:.3f}  "
               f"fidelity/ceiling {best['fidelity_vs_ceiling']:.3f}  lowest diversity {min(best['diversity'].values()):.2f}", flush=True)
 

@@ -23,12 +23,12 @@ from prior_nbdev.lab.shapes import make_shapes_scenes, shapes_clip, shapes_probe
 from prior_nbdev.clip import embed_pairs
 from prior_nbdev.checkpoint import load_prior
 from prior_nbdev.metrics import label_free_metrics, cmmd, LABEL_FREE_KEYS
-from prior_nbdev.lab.truth import ground_truth_report, fit_ridge
+from prior_nbdev.lab.truth import ground_truth_report, fit_ridge, Method, TEXT, RIDGE, CEILING
 from prior_nbdev.sampling import most_text_similar
 
 K, TIMESTEPS = 4, 64
 SIGMAS = (1., 0.5, 0.25)                            # CMMD's bandwidth, narrower than its 10, for comparison
-PRIOR_ROW = 'prior, 1 candidate, cond_scale 1'      # the row ground_truth_report gives a replayed method
+PRIOR_ROW = Method.prior(1, 1.)      # the row ground_truth_report gives a replayed method
 
 
 class Replay:
@@ -84,7 +84,7 @@ def main():
     test = [10_000 + i for i, c in enumerate(captions[10_000:]) if c in pools]      # held-out captions the data has pictures of
     held = dict(captions=[captions[i] for i in test], text=text[test], image=image[test])
     ridge = fit_ridge(text[train], image[train])
-    draws = {'text embedding': [held['text']] * K, 'ridge (mean predictor)': [ridge(held['text'])] * K}
+    draws = {TEXT: [held['text']] * K, RIDGE: [ridge(held['text'])] * K}
     prior = load_prior(ASSETS / 'shapes_prior.safetensors').eval()
     for name, d in prior_draws(prior, held['text']).items(): draws[f'prior, {name}'] = d
     draws["data's own pictures"] = data_pictures(held['captions'], pools, image[train])
@@ -104,7 +104,7 @@ def main():
         print(f"{time.time() - start:5.0f} s  {name:36s} fidelity {gt['fidelity']:.3f} diversity {results[name]['diversity_mean']:.2f} | "
               + ' '.join(f'{key} {results[name][key]:.3f}' for key in LABEL_FREE_KEYS), flush=True)
     out = dict(methods=results, k_draws=K, timesteps=TIMESTEPS, test_rows=len(held['captions']), of_test_rows=1000, train_rows=10_000,
-               ceiling_fidelity=truth['methods']['own image (ceiling)']['fidelity'],
+               ceiling_fidelity=truth['methods'][CEILING]['fidelity'],
                label_free=dict(k=5, sigma=10., scale=1000., normalize=True, rows=len(held['captions'])),
                seconds=round(time.time() - start), threads=args.threads)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ The demo's pairs (24,000 of seed 2024, the packaged CLIP, labels in the metadata
 with the demo's beta 0.995 updated every step after step 100) train on the very batches our training command reads (our
 `PriorLoader`, same seed), with the demo's model and optimiser settings (its training steps are drawn uniformly: it has no other way). Its checkpoint, saved by its own trainer, is
 loaded with `load_prior` and scored by the training chapter's `test_metrics` path (`evaluate_prior`: the seed's seven
-metrics, best of 2 at 64 steps) and `ground_truth_metrics` (fidelity, diversity), so only the training differs.
+metrics, best of 2 at 64 steps) and the demo config's ground-truth evaluator (fidelity, diversity), so only the training differs.
 The result is one more row, 'dalle2-pytorch 1.15.6 (demo defaults)', of the ablation JSON the studies chapter (`nbs/21_studies.ipynb`) prints;
 `--earlier` trains it with the demo's earlier defaults instead (feed-forward x4, 4,000 steps): '... (earlier defaults)'.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 import torch
 from prior_nbdev.lab.demo import demo_config, demo_embeddings, merge, DEMO_STEPS
-from prior_nbdev.train import config_from_dict, TrainDiffusionPriorConfig, prepare_data, test_metrics, ground_truth_metrics
+from prior_nbdev.train import config_from_dict, TrainDiffusionPriorConfig, prepare_data, test_metrics, load_evaluators, EvalData
+from prior_nbdev.lab.truth import Method
 from prior_nbdev.checkpoint import load_prior
 sys.path.insert(0, str(Path(__file__).parent))
 from ablate_demo import clip_id, EARLIER
@@ -73,7 +74,8 @@ def main():
         assert (online.net.config.depth, online.net.config.normformer, online.net.config.ff_mult) == (config.prior.net.depth, config.prior.net.normformer, config.prior.net.ff_mult)
         as_trainer = SimpleNamespace(unwrapped_prior=online, ema_model=ema, steps_done=args.steps)   # what test_metrics reads of a trainer
         metrics = test_metrics(as_trainer, eval_loader('test'), config.train)
-        truth = ground_truth_metrics(ema, train_loader, eval_loader('test'), config)
+        (judge,) = load_evaluators(config)   # the demo config's SHAPES_TRUTH
+        with torch.no_grad(): truth = judge(ema, EvalData(train_loader, eval_loader('test'), config)).metrics
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     name = NAME.replace('demo defaults', 'earlier defaults') if args.earlier else NAME
@@ -82,7 +84,7 @@ def main():
                          probe_accuracy=truth['probe_accuracy'],
                          data_entropy=truth['data_entropy'], diversity_rows=truth['diversity_rows'])
     out.write_text(json.dumps(results, indent=1))
-    best = truth['methods']['prior, 1 candidate, cond_scale 1']
+    best = truth['methods'][Method.prior(1, 1.)]
     print(f"{name}: {seconds:.0f}s (training)  sim. original image {metrics['similarity_with_original_image']:.3f}  "
           f"fidelity/ceiling {best['fidelity_vs_ceiling']:.3f}  lowest diversity {min(best['diversity'].values()):.2f}", flush=True)
 

@@ -30,7 +30,7 @@ from prior_nbdev.lab.arithmetic import shapes_prior
 from prior_nbdev.lab.demo import demo_embeddings
 from prior_nbdev.data import validate_embeddings
 from prior_nbdev.metrics import similarity_metrics
-from prior_nbdev.lab.truth import LinearProbes, ground_truth_report
+from prior_nbdev.lab.truth import LinearProbes, ground_truth_report, Method, TEXT, RIDGE, CEILING
 from prior_nbdev.sampling import most_text_similar
 from prior_nbdev.lab.shapes import LABELS, SHAPES_RULES
 
@@ -105,7 +105,7 @@ def main():
         common = dict(sampler=sampler, steps=steps, network_calls=calls, seed=seed, captions=args.captions,
                       threads=args.threads, batch_rows=recorded.rows // len(recorded.draws))
         for candidates in sorted({c for c, _ in settings}):
-            name = f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale 1'
+            name = Method.prior(candidates, 1.)
             rows.append(row(report, name, **common, candidates=candidates,
                             embeddings_per_second=recorded.rows / candidates / recorded.cpu_seconds,
                             embeddings_per_wall_second=recorded.rows / candidates / recorded.seconds,
@@ -117,7 +117,7 @@ def main():
                   f"{r['embeddings_per_second']:.0f} emb/s of CPU time", flush=True)
         if len(rows) <= 2:       # the methods that do not sample, scored with the first seed's yardstick
             reference = {k: report[k] for k in ('data_entropy', 'diversity_rows', 'k', 'captions', 'diversity_captions', 'groups')}
-            reference['methods'] = {n: row(report, n) for n in ('own image (ceiling)', 'text embedding', 'ridge (mean predictor)')}
+            reference['methods'] = {n: row(report, n) for n in (CEILING, TEXT, RIDGE)}
             reference['probe_accuracy'] = probes.accuracy(test['image_embed'], test_labels)
         result = dict(prior='prior_nbdev/lab/assets/shapes_prior.safetensors', test_pairs=f'rows {PAIRS - args.captions}-{PAIRS - 1} of the demo world (seed 2024)',
                       probe_rows=PROBE_ROWS, torch_threads=args.threads, seconds=round(time.time() - begin),

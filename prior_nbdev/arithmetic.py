@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor
 from .prior import DiffusionPrior, l2norm
-import prior_nbdev.sampling  # DiffusionPrior.sample
+import prior_nbdev.sampling  # the sampling chapter: defines DiffusionPrior.sample, which these tools call
 
 # %% auto #0
-__all__ = ['slerp', 'interpolate', 'prompt_walk']
+__all__ = ['slerp', 'embed_item', 'weight_fractions', 'interpolate', 'prompt_walk']
 
 # %% ../nbs/06_arithmetic.ipynb #20ccc3d4
 def slerp(a:Tensor, b:Tensor, t:float|Tensor)->Tensor:
@@ -26,7 +26,29 @@ def slerp(a:Tensor, b:Tensor, t:float|Tensor)->Tensor:
     out = torch.where(near, (1 - t) * a + t * b, (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / safe)
     return l2norm(out)
 
-# %% ../nbs/06_arithmetic.ipynb #7dae7e51
+# %% ../nbs/06_arithmetic.ipynb #8c92fb45
+def embed_item(item,                  # a prompt (str), an image embedding (d,), or an image (3, h, w) in [0, 1]
+               prior:DiffusionPrior, clip=None,
+               **sample_args,         # `sample`'s, for prompts: num_samples_per_batch, cond_scale, timesteps, generator
+              )->Tensor:              # (d,) an image embedding
+    "The image embedding `interpolate` mixes for `item`."
+    if isinstance(item, str):
+        if clip is None: raise ValueError('prompts need a CLIP adapter: pass clip= or build the prior with one')
+        return prior.sample(text_embed=clip.embed_text(clip.tokenize([item]))[0], **sample_args)[0]
+    if isinstance(item, Tensor) and item.shape == (prior.image_embed_dim,): return item.to(prior.device).float()
+    if isinstance(item, (Tensor, np.ndarray)) and len(item.shape) == 3:
+        if clip is None: raise ValueError('images need a CLIP adapter: pass clip= or build the prior with one')
+        return clip.embed_image(torch.as_tensor(item, dtype=torch.float32)[None])[0][0].to(prior.device)
+    raise TypeError(f'items must be prompts, ({prior.image_embed_dim},) image embeddings or (3, h, w) images; got {type(item).__name__} {tuple(getattr(item, "shape", ()))}')
+
+# %% ../nbs/06_arithmetic.ipynb #bc879f78
+def weight_fractions(weights:list[float])->Tensor:
+    "(n,) `weights` over their sum; negative weights and a zero sum are refused."
+    w = torch.tensor(weights, dtype=torch.float32)
+    if (w < 0).any() or w.sum() <= 0: raise ValueError(f'weights must be non-negative with a positive sum, got {weights}')
+    return w / w.sum()
+
+# %% ../nbs/06_arithmetic.ipynb #4e70279e
 def interpolate(items:list,                     # prompts (str), image embeddings (d,), or images (3, h, w) in [0, 1]
                 weights:list[float],            # one weight per item; normalised to sum to 1
                 prior:DiffusionPrior, clip=None,# clip: embeds prompts and images (default: the prior's)
@@ -35,22 +57,10 @@ def interpolate(items:list,                     # prompts (str), image embedding
     "One image embedding mixing `items`: prompts through the prior, images as they are, weighted and renormalised."
     clip = clip if clip is not None else prior.clip
     if len(items) != len(weights) or not items: raise ValueError(f'{len(items)} items but {len(weights)} weights')
-    w = torch.tensor(weights, dtype=torch.float32)
-    if (w < 0).any() or w.sum() <= 0: raise ValueError(f'weights must be non-negative with a positive sum, got {weights}')
-    embeds = []
-    for item in items:
-        if isinstance(item, str):
-            if clip is None: raise ValueError('prompts need a CLIP adapter: pass clip= or build the prior with one')
-            text = clip.embed_text(clip.tokenize([item]))[0]
-            embeds.append(prior.sample(text_embed=text, num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale,
-                                       timesteps=timesteps, generator=generator)[0])
-        elif isinstance(item, Tensor) and item.shape == (prior.image_embed_dim,): embeds.append(item.to(prior.device).float())
-        elif isinstance(item, (Tensor, np.ndarray)) and len(item.shape) == 3:
-            if clip is None: raise ValueError('images need a CLIP adapter: pass clip= or build the prior with one')
-            embeds.append(clip.embed_image(torch.as_tensor(item, dtype=torch.float32)[None])[0][0].to(prior.device))
-        else: raise TypeError(f'items must be prompts, ({prior.image_embed_dim},) image embeddings or (3, h, w) images; got {type(item).__name__} {tuple(getattr(item, "shape", ()))}')
-    mixed = (l2norm(torch.stack(embeds)) * (w / w.sum()).to(prior.device)[:, None]).sum(0)
-    return l2norm(mixed)
+    w = weight_fractions(weights)
+    embeds = [embed_item(item, prior, clip, num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale,
+                         timesteps=timesteps, generator=generator) for item in items]
+    return l2norm((l2norm(torch.stack(embeds)) * w.to(prior.device)[:, None]).sum(0))
 
 # %% ../nbs/06_arithmetic.ipynb #9227d68d
 def prompt_walk(prior:DiffusionPrior, clip, start:str, end:str, steps:int=7, *, seed:int=0, cond_scale:float=1.,

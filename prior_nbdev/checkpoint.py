@@ -18,17 +18,17 @@ from .legacy import NUMERICS, CURRENT, numerics_for_release, detect_numerics, pr
 # %% auto #0
 __all__ = ['FORMAT', 'SAFE_GLOBALS', 'MAX_PICKLE_OPS', 'MAX_TIMESTEPS', 'PRETRAINED_WEIGHTS', 'atomic_torch_save', 'file_stamp',
            'stamped', 'without_clip', 'clip_weights', 'load_prior_state', 'UnsafeCheckpointError', 'shown',
-           'checkpoint_format', 'DroppedObject', 'StoredVersion', 'version_string', 'scan_pickle', 'check_archive',
-           'check_loaded', 'read_checkpoint', 'write_line', 'prior_config', 'stored_config', 'prior_state',
-           'infer_net_config', 'infer_schedule', 'fit_problem', 'check_fits', 'inferred_config', 'load_prior',
-           'weights_to_save', 'save_prior', 'load_prior_weights', 'hub_reachable']
+           'checkpoint_format', 'DroppedObject', 'StoredVersion', 'version_string', 'scan_pickle', 'check_members',
+           'check_archive', 'check_tensor', 'check_loaded', 'read_checkpoint', 'write_line', 'prior_config',
+           'stored_config', 'prior_state', 'infer_net_config', 'infer_schedule', 'fit_problem', 'check_fits',
+           'inferred_config', 'load_prior', 'weights_to_save', 'save_prior', 'load_prior_weights', 'hub_reachable']
 
 # %% ../nbs/09_checkpoint.ipynb #7d4f7408
 def atomic_torch_save(obj, path:str|Path):
     "torch.save, atomically (see `atomic_write`)."
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
-# %% ../nbs/09_checkpoint.ipynb #215b3733
+# %% ../nbs/09_checkpoint.ipynb #8d37f42c
 FORMAT = 'prior_nbdev'
 
 def file_stamp()->dict:
@@ -37,6 +37,7 @@ def file_stamp()->dict:
     except importlib.metadata.PackageNotFoundError: version = 'unknown'
     return dict(format=FORMAT, version=version)
 
+# %% ../nbs/09_checkpoint.ipynb #fc235c2f
 def stamped(obj)->bool:
     "Whether a loaded file was written by this package (the reference's files carry no stamp)."
     return isinstance(obj, dict) and obj.get('format') == FORMAT
@@ -54,7 +55,7 @@ def load_prior_state(prior:DiffusionPrior, state:dict, strict:bool=True):
     "Load weights saved without CLIP into a prior that may hold one (its own CLIP weights are kept)."
     prior.load_state_dict({**clip_weights(prior.state_dict()), **without_clip(state)}, strict=strict)
 
-# %% ../nbs/09_checkpoint.ipynb #64195dcf
+# %% ../nbs/09_checkpoint.ipynb #191e098d
 class UnsafeCheckpointError(ValueError):
     "A checkpoint refused before it could run code or cost more than it holds: it names the file and the reason."
 
@@ -63,6 +64,7 @@ def shown(text, limit:int=80)->str:
     text = str(text).encode('unicode_escape').decode('ascii')
     return text if len(text) <= limit else text[:limit] + '...'
 
+# %% ../nbs/09_checkpoint.ipynb #fff885e1
 def checkpoint_format(path:str|Path)->str:
     "How torch stored `path`, from its first bytes: 'zip' (torch ≥ 1.6), 'legacy' (a pickle stream), 'tar' (torch < 0.4), or 'unknown'."
     with open(path, 'rb') as f: head = f.read(512)
@@ -82,7 +84,7 @@ def _as_dict(*args): return {}   # `collections.defaultdict`: a plain dict (its 
 _DROPPED = [f'pytorch_warmup.{m}' for m in ('base.LinearWarmup', 'base.ExponentialWarmup', 'untuned.UntunedLinearWarmup',
             'untuned.UntunedExponentialWarmup', 'radam.RAdamWarmup')] + ['torch.optim.adamw.AdamW', 'torch.optim.adam.Adam']
 
-# %% ../nbs/09_checkpoint.ipynb #f271cd25
+# %% ../nbs/09_checkpoint.ipynb #cabacf6c
 class StoredVersion(str):
     "The `packaging` version the reference stores, read as plain data: its string, e.g. '1.15.6'."
     def __new__(cls, *args): return str.__new__(cls, '')
@@ -91,8 +93,9 @@ class StoredVersion(str):
 class _StoredVersionFields(tuple):   # packaging < 26 pickled its fields as a named tuple `_Version`
     def __new__(cls, *fields): return tuple.__new__(cls, fields)
 
-def version_string(parts)->str:
-    "The version string of a stored `packaging` version's fields (either pickled layout); ValueError when they are not one."
+# %% ../nbs/09_checkpoint.ipynb #24013ccb
+def _version_fields(parts)->tuple:
+    "(epoch, release, pre, post, dev, local) of a stored version (either pickled layout); ValueError when they are not a version's."
     if isinstance(parts, dict): parts = parts.get('_version')
     if isinstance(parts, _StoredVersionFields) and len(parts) == 6:
         epoch, release, dev, pre, post, local = parts         # the old named tuple's order
@@ -101,18 +104,23 @@ def version_string(parts)->str:
     def tag(t): return t is None or (isinstance(t, tuple) and len(t) == 2 and isinstance(t[0], str) and t[0].isalpha() and type(t[1]) is int)
     if not (type(epoch) is int and isinstance(release, tuple) and release and all(type(r) is int and r >= 0 for r in release)
             and all(tag(t) for t in (pre, post, dev))): raise ValueError(f'a stored version has fields {shown(parts)}')
+    if local is not None and not (isinstance(local, tuple) and all(type(p) in (int, str) and str(p).isalnum() for p in local)):
+        raise ValueError(f'a stored version has fields {shown(parts)}')
+    return epoch, release, pre, post, dev, local
+
+# %% ../nbs/09_checkpoint.ipynb #caf77c1b
+def version_string(parts)->str:
+    "The version string of a stored `packaging` version's fields (either pickled layout); ValueError when they are not one."
+    epoch, release, pre, post, dev, local = _version_fields(parts)
     text = (f'{epoch}!' if epoch else '') + '.'.join(map(str, release))
     text += ''.join(f'{"." if t is not pre else ""}{t[0]}{t[1]}' for t in (pre, post, dev) if t is not None)
-    if local is not None:
-        if not (isinstance(local, tuple) and all(type(p) in (int, str) and str(p).isalnum() for p in local)):
-            raise ValueError(f'a stored version has fields {shown(parts)}')
-        text += '+' + '.'.join(map(str, local))
-    return text
+    return text + ('+' + '.'.join(map(str, local)) if local is not None else '')
 
+# %% ../nbs/09_checkpoint.ipynb #2e356731
 SAFE_GLOBALS = ([(DroppedObject, name) for name in _DROPPED + ['packaging._structures.InfinityType', 'packaging._structures.NegativeInfinityType']] + [(_as_dict, 'collections.defaultdict'), dict,
                 (StoredVersion, 'packaging.version.Version'), (_StoredVersionFields, 'packaging.version._Version')])
 
-# %% ../nbs/09_checkpoint.ipynb #fbedd5ec
+# %% ../nbs/09_checkpoint.ipynb #0d2eb87d
 MAX_PICKLE_OPS = 10_000_000           # a prior's trainer checkpoint holds a few thousand
 _TORCH_MAGIC = 0x1950a86a20f9469cfc6c  # the first pickle of a legacy file
 
@@ -124,6 +132,7 @@ class _Bounded:
         return self.f.read(n)
     def readline(self)->bytes: return self.f.readline(4096)
 
+# %% ../nbs/09_checkpoint.ipynb #aabcaf7b
 def scan_pickle(f, size:int):
     "Walk one pickle in `f` without building anything: refuse what no checkpoint needs (huge integers, op counts); ValueError when malformed."
     if f.tell() == size: return   # no pickle left: torch's own reader says what is missing
@@ -135,37 +144,46 @@ def scan_pickle(f, size:int):
             raise UnsafeCheckpointError(f'a memo index of {arg:,} after {n:,} operations of a pickle')
         if op.name == 'STOP': return
 
-# %% ../nbs/09_checkpoint.ipynb #275fd999
+# %% ../nbs/09_checkpoint.ipynb #454d36c6
+def check_members(path:Path, infos:list[zipfile.ZipInfo]):
+    "Refuse zip members torch.save never writes: names that leave the archive, compressed members, TorchScript's code."
+    for info in infos:
+        if info.filename.startswith('/') or '..' in info.filename.split('/') or '\\' in info.filename:
+            raise UnsafeCheckpointError(f'{path} was refused as unsafe: its member {shown(info.filename)} points outside the archive')
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise UnsafeCheckpointError(f'{path} was refused as unsafe: its member {shown(info.filename)} is compressed '
+                                        '(torch.save never compresses; a compressed member can expand to gigabytes)')
+    names = [i.filename.split('/', 1)[-1] for i in infos]
+    if 'constants.pkl' in names or any(n.startswith('code/') for n in names):
+        raise UnsafeCheckpointError(f'{path} was refused as unsafe: it is a TorchScript archive, and loading one runs its code '
+                                    '(save the weights with torch.save(model.state_dict()) or save_prior instead)')
+
+# %% ../nbs/09_checkpoint.ipynb #8746518c
 def check_archive(path:Path):
     "Refuse a zip checkpoint torch would not write: TorchScript (its load runs code), compressed or escaping members; scan its pickle."
     try: z = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e: raise ValueError(f'{path} is corrupt: a damaged zip archive ({e})') from None
     with z:
         infos = z.infolist()
-        for info in infos:
-            if info.filename.startswith('/') or '..' in info.filename.split('/') or '\\' in info.filename:
-                raise UnsafeCheckpointError(f'{path} was refused as unsafe: its member {shown(info.filename)} points outside the archive')
-            if info.compress_type != zipfile.ZIP_STORED:
-                raise UnsafeCheckpointError(f'{path} was refused as unsafe: its member {shown(info.filename)} is compressed '
-                                            '(torch.save never compresses; a compressed member can expand to gigabytes)')
-        names = [i.filename.split('/', 1)[-1] for i in infos]
-        if 'constants.pkl' in names or any(n.startswith('code/') for n in names):
-            raise UnsafeCheckpointError(f'{path} was refused as unsafe: it is a TorchScript archive, and loading one runs its code '
-                                        '(save the weights with torch.save(model.state_dict()) or save_prior instead)')
+        check_members(path, infos)
         pickles = [i for i in infos if i.filename.endswith('/data.pkl') and i.filename.count('/') == 1]
         if len(pickles) != 1: raise ValueError(f'{path} is corrupt: a torch zip archive has one <name>/data.pkl, this has {len(pickles)}')
         data = z.read(pickles[0])
     scan_pickle(io.BytesIO(data), len(data))
 
-# %% ../nbs/09_checkpoint.ipynb #c398f457
+# %% ../nbs/09_checkpoint.ipynb #4c0245b1
+def check_tensor(obj:Tensor):
+    "Refuse a tensor with hooks, attributes or a class of its own, or one that shows more elements than its storage holds."
+    if type(obj) not in (Tensor, torch.nn.Parameter) or obj._backward_hooks or vars(obj):
+        raise UnsafeCheckpointError(f'a tensor carrying hooks, attributes or a class of its own ({type(obj).__name__})')
+    if any(s == 0 and n > 1 for s, n in zip(obj.stride(), obj.shape)) or obj.numel() * obj.element_size() > obj.untyped_storage().nbytes():
+        raise UnsafeCheckpointError(f'a tensor of shape {tuple(obj.shape)} that repeats a storage of {obj.untyped_storage().nbytes()} bytes')
+
+# %% ../nbs/09_checkpoint.ipynb #f0d49241
 def check_loaded(obj, depth:int=0):
     "Refuse what the restricted unpickler let through but no checkpoint holds: tensors larger than their storage, hooks, attributes."
     if depth > 64: raise UnsafeCheckpointError('containers nested more than 64 deep')
-    if isinstance(obj, Tensor):
-        if type(obj) not in (Tensor, torch.nn.Parameter) or obj._backward_hooks or vars(obj):
-            raise UnsafeCheckpointError(f'a tensor carrying hooks, attributes or a class of its own ({type(obj).__name__})')
-        if any(s == 0 and n > 1 for s, n in zip(obj.stride(), obj.shape)) or obj.numel() * obj.element_size() > obj.untyped_storage().nbytes():
-            raise UnsafeCheckpointError(f'a tensor of shape {tuple(obj.shape)} that repeats a storage of {obj.untyped_storage().nbytes()} bytes')
+    if isinstance(obj, Tensor): check_tensor(obj)
     elif isinstance(obj, dict):
         attributes = vars(obj) if hasattr(obj, '__dict__') else {}
         if set(attributes) - {'_metadata'}: raise UnsafeCheckpointError(f'a dictionary carrying attributes {shown(sorted(attributes))}')
@@ -173,7 +191,7 @@ def check_loaded(obj, depth:int=0):
     elif isinstance(obj, (list, tuple, set, frozenset)):
         for v in obj: check_loaded(v, depth + 1)
 
-# %% ../nbs/09_checkpoint.ipynb #aa35e6a9
+# %% ../nbs/09_checkpoint.ipynb #0a9fc663
 _UNSAFE_SIGNS = ('Unsupported global', 'Unsupported operand', 'Unsupported class', 'Can only', 'not an allowed global',
                  'Trying to', 'Unsupported type', 'unsupported')
 
@@ -188,11 +206,12 @@ def _refusal(e:Exception)->str:
     lines = [l.strip() for l in text.splitlines() if any(s in l for s in _UNSAFE_SIGNS)]
     return shown(lines[0] if lines else text.splitlines()[0] if text else type(e).__name__, 200)
 
+# %% ../nbs/09_checkpoint.ipynb #e0151253
 def _load_restricted(path:Path, map_location):
     with torch.serialization.safe_globals(SAFE_GLOBALS):
         return torch.load(path, map_location=map_location, weights_only=True, mmap=False)
 
-# %% ../nbs/09_checkpoint.ipynb #8a79119f
+# %% ../nbs/09_checkpoint.ipynb #4ad8f5af
 def _plain(obj, path:Path):
     "Stored versions as strings; the reference's pickled warmup scheduler dropped; refuse stand-ins anywhere else."
     if isinstance(obj, dict):
@@ -208,20 +227,30 @@ def _plain(obj, path:Path):
                                                   'version instances) where weights were expected')
     return obj
 
-# %% ../nbs/09_checkpoint.ipynb #8fdc6713
-def read_checkpoint(path:str|Path, map_location='cpu'):
-    "Load a torch checkpoint through torch's restricted unpickler, checked first and after; refusals name the file and why."
-    path = Path(path)
+# %% ../nbs/09_checkpoint.ipynb #52c30cba
+def _check_format(path:Path)->str:
+    "The format of the checkpoint at `path`; refuses a missing file, torch < 0.4's tar format and what is no torch file."
     if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}')
     kind = checkpoint_format(path)
     if kind == 'tar': raise UnsafeCheckpointError(f'{path} was refused as unsafe: it is in the tar format of torch < 0.4, '
                                                   'which this loader does not read (load and re-save it with a current torch)')
     if kind == 'unknown': raise ValueError(f'{path} is corrupt or not a torch checkpoint: its first bytes are neither a zip archive nor a pickle')
+    return kind
+
+def _scan_file(path:Path, kind:str):
+    "Walk every pickle of the file before anything is unpickled (and, for a zip, its members)."
+    if kind == 'zip': check_archive(path)
+    else:
+        with open(path, 'rb') as f:
+            for _ in range(5): scan_pickle(f, path.stat().st_size)   # magic, protocol, system info, objects, storage keys
+
+# %% ../nbs/09_checkpoint.ipynb #655c6d52
+def read_checkpoint(path:str|Path, map_location='cpu'):
+    "Load a torch checkpoint through torch's restricted unpickler, checked first and after; refusals name the file and why."
+    path = Path(path)
+    kind = _check_format(path)
     try:
-        if kind == 'zip': check_archive(path)
-        else:
-            with open(path, 'rb') as f:
-                for _ in range(5): scan_pickle(f, path.stat().st_size)   # magic, protocol, system info, objects, storage keys
+        _scan_file(path, kind)
         obj = _load_restricted(path, map_location)
         check_loaded(obj)
     except UnsafeCheckpointError as e:
@@ -253,24 +282,28 @@ def stored_config(config:dict, where:str='config')->PriorConfig:
         config = {**config['prior'], 'net': config['net'], 'clip': config.get('clip')}
     return PriorConfig.from_dict(config, where)
 
-# %% ../nbs/09_checkpoint.ipynb #0005
+# %% ../nbs/09_checkpoint.ipynb #bc2e4510
+def _read_safetensors(path:Path)->dict:
+    "A safetensors file as a stamped checkpoint: its tensors, and the config its metadata holds (None when it holds none)."
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}')
+    try:
+        with safe_open(path, 'pt') as f: meta = f.metadata() or {}
+        tensors = load_file(path)
+    except Exception as e: raise ValueError(f'{path} is corrupt: not a readable safetensors file ({shown(e, 200)})') from None
+    try: config = json.loads(meta['config']) if 'config' in meta else None
+    except json.JSONDecodeError as e: raise ValueError(f'{path}: the config in its metadata is not valid JSON ({e})') from None
+    return dict(model=tensors, config=config, format=FORMAT)
+
+# %% ../nbs/09_checkpoint.ipynb #80d3e825
 def _read(source)->tuple[dict, str]:
     "The raw object of a file (or a dict given directly) and a name for messages."
     if isinstance(source, dict): return source, 'the given state dict'
     path = Path(source)
-    if path.suffix == '.safetensors':
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-        if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}')
-        try:
-            with safe_open(path, 'pt') as f: meta = f.metadata() or {}
-            tensors = load_file(path)
-        except Exception as e: raise ValueError(f'{path} is corrupt: not a readable safetensors file ({shown(e, 200)})') from None
-        try: config = json.loads(meta['config']) if 'config' in meta else None
-        except json.JSONDecodeError as e: raise ValueError(f'{path}: the config in its metadata is not valid JSON ({e})') from None
-        return dict(model=tensors, config=config, format=FORMAT), str(path)
-    return read_checkpoint(path), str(path)
+    return (_read_safetensors(path) if path.suffix == '.safetensors' else read_checkpoint(path)), str(path)
 
+# %% ../nbs/09_checkpoint.ipynb #f2ca0629
 def prior_state(source, use_ema:bool=True)->tuple[dict, dict|None, str]:
     "(state dict of the prior, stored config or None, name of the source) from any supported checkpoint form."
     state, config, name, _ = _prior_state(source, use_ema)
@@ -286,14 +319,25 @@ def _prior_state(source, use_ema:bool=True):
         state = obj
     if not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f'{name} has no prior weights (top-level keys: {sorted(obj)[:10]})')
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    state = without_clip(state)
+    state = without_clip({k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()})
     if not any(k.startswith('net.') for k in state):
         raise ValueError(f'{name} holds weights, but none of a diffusion prior (no net.* keys; first keys: {list(state)[:5]})')
     release = str(obj['version']) if not stamped(obj) and obj.get('version') is not None else None
     return state, config, name, release
 
-# %% ../nbs/09_checkpoint.ipynb #0008
+# %% ../nbs/09_checkpoint.ipynb #3d2252c0
+def _embed_counts(state:dict, dim:int)->dict:
+    "The time table (`num_timesteps`) and the number of tokens per time, image and text embedding, and `max_text_len`."
+    def shape(key): return tuple(state[key].shape) if key in state else None
+    if (table := shape('net.to_time_embeds.0.weight')) is not None: counts = dict(num_timesteps=table[0], num_time_embeds=table[1] // dim)
+    else: counts = dict(num_timesteps=None, num_time_embeds=shape('net.to_time_embeds.0.1.net.2.weight')[0] // dim)
+    counts['num_image_embeds'] = shape('net.to_image_embeds.0.weight')[0] // dim if 'net.to_image_embeds.0.weight' in state else 1
+    counts['num_text_embeds'] = shape('net.to_text_embeds.0.weight')[0] // dim if 'net.to_text_embeds.0.weight' in state else 1
+    null = shape('net.null_text_encodings') or shape('net.null_text_embed')
+    counts['max_text_len'] = null[1] if null else 256
+    return counts
+
+# %% ../nbs/09_checkpoint.ipynb #5c3bc12d
 def infer_net_config(state:dict, numerics:str)->NetConfig:
     "The `NetConfig` read from the shapes and names of a state dict, for the numerics profile `numerics`."
     def shape(key): return tuple(state[key].shape) if key in state else None
@@ -307,16 +351,9 @@ def infer_net_config(state:dict, numerics:str)->NetConfig:
                   normformer=pre + 'layers.0.1.3.g' in state or pre + 'layers.0.1.3.gamma' in state,
                   norm_in=pre + 'init_norm.g' in state, norm_out=pre + 'norm.g' in state or pre + 'norm.gamma' in state,
                   final_proj=pre + 'project_out.weight' in state, rotary_emb=pre + 'layers.0.0.rotary_emb.freqs' in state)
-    if (table := shape('net.to_time_embeds.0.weight')) is not None:
-        config.update(num_timesteps=table[0], num_time_embeds=table[1] // dim)
-    else:
-        config.update(num_timesteps=None, num_time_embeds=shape('net.to_time_embeds.0.1.net.2.weight')[0] // dim)
-    config['num_image_embeds'] = shape('net.to_image_embeds.0.weight')[0] // dim if 'net.to_image_embeds.0.weight' in state else 1
-    config['num_text_embeds'] = shape('net.to_text_embeds.0.weight')[0] // dim if 'net.to_text_embeds.0.weight' in state else 1
-    null = shape('net.null_text_encodings') or shape('net.null_text_embed')
-    config['max_text_len'] = null[1] if null else 256
-    return NetConfig(**config, numerics=None if numerics == CURRENT else numerics)
+    return NetConfig(**config, **_embed_counts(state, dim), numerics=None if numerics == CURRENT else numerics)
 
+# %% ../nbs/09_checkpoint.ipynb #c0645448
 def infer_schedule(state:dict)->dict:
     "`timesteps` and `beta_schedule` from stored noise-schedule buffers ({} when the file has none)."
     betas = state.get('noise_scheduler.betas')
@@ -327,7 +364,7 @@ def infer_schedule(state:dict)->dict:
         if torch.allclose(candidate, betas.float(), atol=1e-6): return dict(timesteps=len(betas), beta_schedule=name)
     return dict(timesteps=len(betas))
 
-# %% ../nbs/09_checkpoint.ipynb #d4524353
+# %% ../nbs/09_checkpoint.ipynb #82e22d45
 MAX_TIMESTEPS = 100_000   # the reference trains 1,000 steps; a file asking for far more is a mistake, or an attack
 
 def fit_problem(expected:dict, state:dict)->str|None:
@@ -340,6 +377,7 @@ def fit_problem(expected:dict, state:dict)->str|None:
              f'{mismatched[0]} has shape {tuple(state[mismatched[0]].shape)}, the architecture expects {tuple(expected[mismatched[0]])}')
     return f'{first} ({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mismatched keys)'
 
+# %% ../nbs/09_checkpoint.ipynb #eb4cdf60
 def check_fits(config:PriorConfig, state:dict, name:str):
     "Compare a configuration with the weights' shapes before a model is built: a small file never costs a large model."
     if config.timesteps > MAX_TIMESTEPS: raise ValueError(f'{name} asks for timesteps={config.timesteps:,}; at most {MAX_TIMESTEPS:,} are loaded')
@@ -350,7 +388,7 @@ def check_fits(config:PriorConfig, state:dict, name:str):
     if problem := fit_problem(expected, {k: v for k, v in state.items() if k.startswith('net.')}):
         raise ValueError(f'{name} does not fit a supported prior architecture: {problem}')
 
-# %% ../nbs/09_checkpoint.ipynb #000b
+# %% ../nbs/09_checkpoint.ipynb #ea709183
 # What the weights cannot tell, and may be given: the prior's settings, and these of the network
 _NET_OVERRIDES = {'self_cond', 'max_text_len', 'num_timesteps', 'attn_dropout', 'ff_dropout'}
 _PRIOR_OVERRIDES = {f.name for f in dataclasses.fields(PriorConfig)} - {'net', 'clip', 'image_embed_dim'}
@@ -358,6 +396,7 @@ _PRIOR_OVERRIDES = {f.name for f in dataclasses.fields(PriorConfig)} - {'net', '
 def _rename_legacy_keys(state:dict)->dict:
     return {(k[:-len('.gamma')] + '.g' if k.endswith('.gamma') else k): v for k, v in state.items()}
 
+# %% ../nbs/09_checkpoint.ipynb #d20e2a5f
 def inferred_config(state:dict, name:str, release:str|None, legacy:str|None, overrides:dict)->PriorConfig:
     "The `PriorConfig` of a file that stores none: architecture and era from the weights, what they cannot tell from `overrides`."
     numerics = legacy or (numerics_for_release(release) if release else detect_numerics(state))
@@ -370,6 +409,22 @@ def inferred_config(state:dict, name:str, release:str|None, legacy:str|None, ove
     guidance = None if {'cond_drop_prob', 'text_cond_drop_prob', 'image_cond_drop_prob', 'guidance'} & set(overrides) else True
     return PriorConfig(net=net, **schedule, guidance=guidance)
 
+# %% ../nbs/09_checkpoint.ipynb #1d9ca5af
+def _check_overrides(overrides:dict, legacy:str|None=None):
+    "Refuse unknown `load_prior` overrides and an unknown numerics profile."
+    if unknown := sorted(set(overrides) - _PRIOR_OVERRIDES - _NET_OVERRIDES):
+        raise ValueError(f'unknown override(s) {unknown}; load_prior accepts {sorted(_PRIOR_OVERRIDES | _NET_OVERRIDES)}')
+    if legacy is not None and legacy not in NUMERICS: raise ValueError(f'legacy must be one of {list(NUMERICS)}, got {legacy!r}')
+
+def _apply_overrides(config:PriorConfig, overrides:dict)->PriorConfig:
+    "`config` with the overrides for the prior and its network applied."
+    prior_over = {k: v for k, v in overrides.items() if k in _PRIOR_OVERRIDES}
+    if 'cond_drop_prob' in prior_over:   # it sets both dropouts unless they are given too
+        prior_over = dict(text_cond_drop_prob=None, image_cond_drop_prob=None) | prior_over
+    net = dataclasses.replace(config.net, **{k: v for k, v in overrides.items() if k in _NET_OVERRIDES})
+    return dataclasses.replace(config, net=net, **prior_over)
+
+# %% ../nbs/09_checkpoint.ipynb #34eeed71
 def load_prior(path_or_state_dict,            # a checkpoint file (.pt/.pth/.ckpt/.safetensors) or a state dict
                *,
                use_ema:bool=True,             # take the EMA weights where the file has both
@@ -378,18 +433,12 @@ def load_prior(path_or_state_dict,            # a checkpoint file (.pt/.pth/.ckp
                device=None,
                **overrides)->DiffusionPrior:  # settle what the weights cannot tell: timesteps, beta_schedule, self_cond, ...
     "A `DiffusionPrior` from any prior checkpoint, architecture and era inferred when the file does not say."
-    if unknown := sorted(set(overrides) - _PRIOR_OVERRIDES - _NET_OVERRIDES):
-        raise ValueError(f'unknown override(s) {unknown}; load_prior accepts {sorted(_PRIOR_OVERRIDES | _NET_OVERRIDES)}')
-    if legacy is not None and legacy not in NUMERICS: raise ValueError(f'legacy must be one of {list(NUMERICS)}, got {legacy!r}')
+    _check_overrides(overrides, legacy)
     state, stored, name, release = _prior_state(path_or_state_dict, use_ema=use_ema)
     if (betas := state.get('noise_scheduler.betas')) is not None and len(betas) > MAX_TIMESTEPS:
         raise ValueError(f'{name} holds a schedule of {len(betas):,} steps; at most {MAX_TIMESTEPS:,} are loaded')
     config = stored_config(stored, f'{name} config') if stored is not None else inferred_config(state, name, release, legacy, overrides)
-    prior_over = {k: v for k, v in overrides.items() if k in _PRIOR_OVERRIDES}
-    if 'cond_drop_prob' in prior_over:   # it sets both dropouts unless they are given too
-        prior_over = dict(text_cond_drop_prob=None, image_cond_drop_prob=None) | prior_over
-    config = dataclasses.replace(config, net=dataclasses.replace(config.net, **{k: v for k, v in overrides.items() if k in _NET_OVERRIDES}), **prior_over)
-    state = _rename_legacy_keys(state)
+    config, state = _apply_overrides(config, overrides), _rename_legacy_keys(state)
     check_fits(config, state, name)
     prior = prior_from_config(config, clip=clip)
     expected = prior.state_dict()
@@ -401,11 +450,12 @@ def load_prior(path_or_state_dict,            # a checkpoint file (.pt/.pth/.ckp
     prior.load_state_dict(state, strict=True)
     return prior.to(device) if device is not None else prior
 
-# %% ../nbs/09_checkpoint.ipynb #000d
+# %% ../nbs/09_checkpoint.ipynb #5596758a
 def weights_to_save(prior:DiffusionPrior)->dict:
     "`prior`'s weights as files store them: without CLIP's (CLIP is loaded by its own name), on the CPU, contiguous."
     return {k: v.detach().cpu().contiguous().clone() for k, v in without_clip(prior.state_dict()).items()}
 
+# %% ../nbs/09_checkpoint.ipynb #250cbaaf
 def save_prior(prior:DiffusionPrior, path:str|Path):
     "Write `prior`'s weights (without CLIP's) and configuration to `path` (.safetensors or a torch file)."
     path = Path(path)
@@ -417,6 +467,7 @@ def save_prior(prior:DiffusionPrior, path:str|Path):
     else:
         atomic_torch_save(dict(model=state, config=config, **file_stamp()), path)
 
+# %% ../nbs/09_checkpoint.ipynb #ba44a453
 def load_prior_weights(path)->dict:
     "Just the weights of a prior checkpoint (EMA where present), for starting a training run from them."
     return prior_state(path)[0]
@@ -433,7 +484,7 @@ def _save_pretrained(self:DiffusionPrior, save_directory:Path):
     atomic_write(save_directory / PRETRAINED_WEIGHTS, lambda tmp: save_file(weights_to_save(self), tmp, metadata=file_stamp()))
     atomic_write(save_directory / 'config.json', lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2, sort_keys=True)))
 
-# %% ../nbs/09_checkpoint.ipynb #1bd9a8ae
+# %% ../nbs/09_checkpoint.ipynb #ec141183
 def hub_reachable(timeout:float=3.)->str|None:
     "None when the Hub's endpoint answers a TCP connection, else why not."
     import socket, urllib.parse
@@ -443,14 +494,17 @@ def hub_reachable(timeout:float=3.)->str|None:
         with socket.create_connection((url.hostname, url.port or (443 if url.scheme == 'https' else 80)), timeout=timeout): return None
     except OSError as e: return f'{constants.ENDPOINT} cannot be reached ({e})'
 
-def _pretrained_files(model_id:str, **hub_kwargs)->tuple[Path, Path]:
-    "Local paths of (config.json, model.safetensors) for a folder or a hub id."
-    folder = Path(model_id)
-    if folder.is_dir():
-        files = folder / 'config.json', folder / PRETRAINED_WEIGHTS
-        if missing := [f.name for f in files if not f.is_file()]:
-            raise FileNotFoundError(f'{folder} is not a prior_nbdev model folder: it lacks {missing} (save_pretrained writes both)')
-        return files
+# %% ../nbs/09_checkpoint.ipynb #3076eda4
+def _folder_files(folder:Path)->tuple[Path, Path]:
+    "(config.json, model.safetensors) of a model folder; FileNotFoundError naming what it lacks."
+    files = folder / 'config.json', folder / PRETRAINED_WEIGHTS
+    if missing := [f.name for f in files if not f.is_file()]:
+        raise FileNotFoundError(f'{folder} is not a prior_nbdev model folder: it lacks {missing} (save_pretrained writes both)')
+    return files
+
+# %% ../nbs/09_checkpoint.ipynb #5c59de73
+def _hub_files(model_id:str, **hub_kwargs)->tuple[Path, Path]:
+    "Local paths of (config.json, model.safetensors) of a hub id, downloaded or from the cache; one clear error when they cannot be had."
     if '/' not in model_id or model_id.count('/') > 1 or model_id.startswith(('.', '/')):
         raise FileNotFoundError(f'{model_id!r} is neither a folder nor a hub id like "user/name"')
     from huggingface_hub import hf_hub_download, constants
@@ -463,6 +517,20 @@ def _pretrained_files(model_id:str, **hub_kwargs)->tuple[Path, Path]:
         raise FileNotFoundError(f'could not get {model_id!r} from the Hugging Face Hub{" cache (offline)" if offline else ""}: '
                                 f'{type(e).__name__}: {str(e).splitlines()[0]}') from e
 
+def _pretrained_files(model_id:str, **hub_kwargs)->tuple[Path, Path]:
+    "Local paths of (config.json, model.safetensors) for a folder or a hub id."
+    return _folder_files(Path(model_id)) if Path(model_id).is_dir() else _hub_files(model_id, **hub_kwargs)
+
+# %% ../nbs/09_checkpoint.ipynb #1d123d3b
+def _pretrained_config(config_file:Path)->dict:
+    "The prior configuration a model folder's `config.json` holds."
+    try: config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f'{config_file} is not valid JSON: {e}') from e
+    if not isinstance(config, dict) or 'net' not in config:
+        raise ValueError(f'{config_file} is not a prior_nbdev config: expected a prior config with a "net" section, got {sorted(config) if isinstance(config, dict) else type(config).__name__}')
+    return config
+
+# %% ../nbs/09_checkpoint.ipynb #d5348150
 @patch(cls_method=True)
 def from_pretrained(cls:DiffusionPrior, pretrained_model_name_or_path:str|Path, *,
                     clip=None,                      # a CLIP adapter to attach
@@ -472,10 +540,5 @@ def from_pretrained(cls:DiffusionPrior, pretrained_model_name_or_path:str|Path, 
     "A prior from a `save_pretrained` folder or a Hugging Face Hub id."
     hub_kwargs = dict(force_download=force_download, token=token, cache_dir=cache_dir, local_files_only=local_files_only, revision=revision)
     config_file, weights = _pretrained_files(str(pretrained_model_name_or_path), **{k: v for k, v in hub_kwargs.items() if v})
-    try: config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e: raise ValueError(f'{config_file} is not valid JSON: {e}') from e
-    if not isinstance(config, dict) or 'net' not in config:
-        raise ValueError(f'{config_file} is not a prior_nbdev config: expected a prior config with a "net" section, got {sorted(config) if isinstance(config, dict) else type(config).__name__}')
     state, _, _ = prior_state(weights)
-    prior = load_prior(dict(model=state, config=config, format=FORMAT), clip=clip, device=device)
-    return prior
+    return load_prior(dict(model=state, config=_pretrained_config(config_file), format=FORMAT), clip=clip, device=device)

@@ -14,8 +14,9 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['S3_DEFAULTS', 'atomic_write', 'write_shard', 'shard_complete', 'write_embedding_shards', 'Shard',
-           'storage_options_for', 'numbered_files', 'find_shards', 'EmbeddingDataset', 'register_storage_options',
-           'validate_embeddings', 'split_ranges', 'PriorLoader', 'prior_inputs']
+           'storage_options_for', 'numbered_files', 'check_partners', 'shard_rows', 'find_shards', 'EmbeddingDataset',
+           'register_storage_options', 'embedding_width', 'check_metadata_columns', 'validate_embeddings',
+           'split_ranges', 'PriorLoader', 'prior_inputs']
 
 # %% ../nbs/07_data.ipynb #737761bb
 def atomic_write(path:str|Path, write):
@@ -32,7 +33,7 @@ def atomic_write(path:str|Path, write):
         Path(tmp).unlink(missing_ok=True)
         raise
 
-# %% ../nbs/07_data.ipynb #ef0c1ded
+# %% ../nbs/07_data.ipynb #b66c15ee
 def write_shard(root:str|Path, k:int, image_embeds:np.ndarray, text_embeds:np.ndarray|None=None, metadata:dict|None=None):
     "Shard `k` of clip-retrieval's layout under `root`: metadata columns, text embeddings, then image embeddings, each atomically."
     import pandas as pd
@@ -43,6 +44,7 @@ def write_shard(root:str|Path, k:int, image_embeds:np.ndarray, text_embeds:np.nd
     for folder, data in (('text_emb', text_embeds), ('img_emb', image_embeds)):
         if data is not None: atomic_write(root / folder / f'{folder}_{k}.npy', lambda tmp, data=data: save_npy(tmp, data))
 
+# %% ../nbs/07_data.ipynb #ef3bf4ca
 def shard_complete(root:str|Path, k:int)->bool:
     "Whether shard `k` under `root` was written to the end (its image embeddings are written last)."
     return (Path(root) / 'img_emb' / f'img_emb_{k}.npy').exists()
@@ -69,7 +71,7 @@ def write_embedding_shards(root:str|Path,                    # Folder to create 
     return root
 
 
-# %% ../nbs/07_data.ipynb #0008
+# %% ../nbs/07_data.ipynb #5632df41
 @dataclass
 class Shard:
     "One shard: its number, its files (paths or URLs) and its row count."
@@ -79,6 +81,7 @@ class Shard:
     meta_file:str|None
     count:int
 
+# %% ../nbs/07_data.ipynb #c79836ca
 S3_DEFAULTS = dict(config_kwargs=dict(connect_timeout=5, read_timeout=60, retries=dict(max_attempts=2)))
 
 def storage_options_for(url:str, storage_options:dict|None=None)->dict:
@@ -89,6 +92,7 @@ def storage_options_for(url:str, storage_options:dict|None=None)->dict:
         options['config_kwargs'] = {**S3_DEFAULTS['config_kwargs'], **options['config_kwargs']}
     return options
 
+# %% ../nbs/07_data.ipynb #74e661d2
 def _fs(url:str, storage_options:dict|None=None):
     "(filesystem, path in it, prefix that turns such paths back into URLs)."
     import fsspec
@@ -96,6 +100,7 @@ def _fs(url:str, storage_options:dict|None=None):
     fs, path = fsspec.core.url_to_fs(url, **storage_options_for(url, storage_options))
     return fs, path, url[:len(url) - len(path)] if url.endswith(path) else ''
 
+# %% ../nbs/07_data.ipynb #e0169f93
 def numbered_files(url:str, suffix:str, what:str, storage_options:dict|None=None)->dict[int, str]:
     "{shard number: path or URL} of the `suffix` files in the folder `url`; the number is the name's trailing integer."
     fs, root, prefix = _fs(url, storage_options)
@@ -116,10 +121,12 @@ def numbered_files(url:str, suffix:str, what:str, storage_options:dict|None=None
     if not files: raise FileNotFoundError(f'{what} folder {url} has no {suffix} files')
     return files
 
+# %% ../nbs/07_data.ipynb #e4d0cd81
 def _open(url:str, storage_options:dict|None=None):
     import fsspec
     return fsspec.open(url, 'rb', **storage_options_for(url, storage_options))
 
+# %% ../nbs/07_data.ipynb #83517427
 def _npy_header(f)->tuple[tuple, np.dtype]:
     version = np.lib.format.read_magic(f)
     shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
@@ -130,12 +137,31 @@ def _npy_shape(url:str, storage_options:dict|None=None)->tuple:
         with _open(url, storage_options) as f: return _npy_header(f)[0]
     except (ValueError, OSError) as e: raise ValueError(f'{url} is not a readable .npy file: {e}') from e
 
+# %% ../nbs/07_data.ipynb #b0ea9488
 def _parquet(url:str, storage_options:dict|None=None):
     import pyarrow.parquet as pq
     with _open(url, storage_options) as f:
         meta = pq.ParquetFile(f)
         return meta.metadata.num_rows, meta.schema_arrow.names
 
+# %% ../nbs/07_data.ipynb #347a91dc
+def check_partners(images:dict[int, str], other:dict[int, str], what:str):
+    "Raise, naming a file, unless the `what` files `other` have exactly the shard numbers of `images`."
+    if missing := sorted(set(images) - set(other)): raise ValueError(f'{what} shard(s) {missing} missing: {images[missing[0]]} has no partner')
+    if extra := sorted(set(other) - set(images)): raise ValueError(f'{other[extra[0]]} has no image embedding partner (shard {extra[0]})')
+
+# %% ../nbs/07_data.ipynb #8a9c3d96
+def shard_rows(image_file:str, text_file:str|None=None, meta_file:str|None=None, storage_options:dict|None=None)->int:
+    "The rows of one shard, after checking that its files align row for row."
+    shape = _npy_shape(image_file, storage_options)
+    if len(shape) != 2: raise ValueError(f'{image_file}: expected a 2-D (rows, dim) array, got shape {shape}')
+    if text_file is not None and (tshape := _npy_shape(text_file, storage_options)) != shape:
+        raise ValueError(f'{text_file} has shape {tshape} but {image_file} has shape {shape}: rows must align one to one')
+    if meta_file is not None and (rows := _parquet(meta_file, storage_options)[0]) != shape[0]:
+        raise ValueError(f'{meta_file} has {rows} rows but {image_file} has {shape[0]}: rows must align one to one')
+    return shape[0]
+
+# %% ../nbs/07_data.ipynb #2b3decca
 def find_shards(image_url:str|Path,           # Folder of image embedding .npy files (a path or a URL)
                 text_url:str|Path|None=None,  # Folder of text embedding .npy files
                 meta_url:str|Path|None=None,  # Folder of metadata .parquet files
@@ -147,21 +173,11 @@ def find_shards(image_url:str|Path,           # Folder of image embedding .npy f
     texts = numbered_files(text_url, '.npy', 'text embedding', so) if text_url else None
     metas = numbered_files(meta_url, '.parquet', 'metadata', so) if meta_url else None
     for other, name in ((texts, 'text embedding'), (metas, 'metadata')):
-        if other is None: continue
-        if missing := sorted(set(images) - set(other)): raise ValueError(f'{name} shard(s) {missing} missing: {images[missing[0]]} has no partner')
-        if extra := sorted(set(other) - set(images)): raise ValueError(f'{other[extra[0]]} has no image embedding partner (shard {extra[0]})')
-    shards = []
-    for k in sorted(images):
-        shape = _npy_shape(images[k], so)
-        if len(shape) != 2: raise ValueError(f'{images[k]}: expected a 2-D (rows, dim) array, got shape {shape}')
-        if texts is not None and (tshape := _npy_shape(texts[k], so)) != shape:
-            raise ValueError(f'{texts[k]} has shape {tshape} but {images[k]} has shape {shape}: rows must align one to one')
-        if metas is not None and (rows := _parquet(metas[k], so)[0]) != shape[0]:
-            raise ValueError(f'{metas[k]} has {rows} rows but {images[k]} has {shape[0]}: rows must align one to one')
-        shards.append(Shard(k, images[k], texts and texts[k], metas and metas[k], shape[0]))
-    return shards
+        if other is not None: check_partners(images, other, name)
+    return [Shard(k, images[k], texts and texts[k], metas and metas[k], shard_rows(images[k], texts and texts[k], metas and metas[k], so))
+            for k in sorted(images)]
 
-# %% ../nbs/07_data.ipynb #000b
+# %% ../nbs/07_data.ipynb #d349e667
 @dataclass
 class EmbeddingDataset:
     "A checked clip-retrieval embedding folder."
@@ -176,6 +192,7 @@ class EmbeddingDataset:
     @property
     def count(self)->int: return sum(s.count for s in self.shards)
 
+# %% ../nbs/07_data.ipynb #69d85502
 def _check_finite(url:str, storage_options:dict|None=None, chunk:int=65536):
     with _open(url, storage_options) as f:
         shape, dtype = _npy_header(f)
@@ -186,6 +203,7 @@ def _check_finite(url:str, storage_options:dict|None=None, chunk:int=65536):
             bad = ~np.isfinite(block).all(axis=1)
             if bad.any(): raise ValueError(f'{url}: row {start + int(np.argmax(bad))} contains NaN or Inf')
 
+# %% ../nbs/07_data.ipynb #760123d6
 def register_storage_options(url:str|None, storage_options:dict|None):
     "Make `storage_options` fsspec's defaults for `url`'s protocol, so that libraries opening the URL without options use them."
     if url is None or '://' not in str(url): return
@@ -194,6 +212,25 @@ def register_storage_options(url:str|None, storage_options:dict|None):
     options = storage_options_for(str(url), storage_options)
     if options: fsspec.config.conf.setdefault(protocol, {}).update(options)
 
+# %% ../nbs/07_data.ipynb #68394a9a
+def embedding_width(shards:list[Shard], dim:int|None=None, storage_options:dict|None=None)->int:
+    "The embedding width all `shards` share; it must be `dim` when given."
+    found = _npy_shape(shards[0].image_file, storage_options)[1]
+    if dim is not None and found != dim:
+        raise ValueError(f'{shards[0].image_file} holds {found}-dimensional embeddings but the prior expects image_embed_dim={dim}')
+    for shard in shards:
+        if (w := _npy_shape(shard.image_file, storage_options)[1]) != found: raise ValueError(f'{shard.image_file} has width {w}, other shards {found}')
+    return found
+
+# %% ../nbs/07_data.ipynb #5900e2ee
+def check_metadata_columns(shards:list[Shard], columns:list[str], storage_options:dict|None=None):
+    "Raise, naming the file, when a shard's metadata lacks one of `columns`."
+    for shard in shards:
+        if shard.meta_file is None: continue
+        found = _parquet(shard.meta_file, storage_options)[1]
+        if missing := [n for n in columns if n not in found]: raise ValueError(f'{shard.meta_file} has no {missing[0]!r} column (columns: {found})')
+
+# %% ../nbs/07_data.ipynb #90bf56e4
 def validate_embeddings(image_url:str|Path, text_url:str|Path|None=None, meta_url:str|Path|None=None, *,
                         dim:int|None=None,            # Expected embedding width (the prior's image_embed_dim)
                         check_finite:bool=True,       # Scan every value for NaN/Inf
@@ -207,21 +244,16 @@ def validate_embeddings(image_url:str|Path, text_url:str|Path|None=None, meta_ur
     if label_columns and meta_url is None: raise ValueError(f'label columns {label_columns} need a metadata folder (meta_url)')
     for url in (image_url, text_url, meta_url): register_storage_options(url, so)
     shards = find_shards(image_url, text_url, meta_url, storage_options=so)
-    found = _npy_shape(shards[0].image_file, so)[1]
-    if dim is not None and found != dim:
-        raise ValueError(f'{shards[0].image_file} holds {found}-dimensional embeddings but the prior expects image_embed_dim={dim}')
-    for shard in shards:
-        if (w := _npy_shape(shard.image_file, so)[1]) != found: raise ValueError(f'{shard.image_file} has width {w}, other shards {found}')
-        if shard.meta_file is not None and (missing := [n for n in [caption_column, *(label_columns or [])] if n not in (columns := _parquet(shard.meta_file, so)[1])]):
-            raise ValueError(f'{shard.meta_file} has no {missing[0]!r} column (columns: {columns})')
+    width = embedding_width(shards, dim, so)
+    check_metadata_columns(shards, [caption_column, *(label_columns or [])], so)
     if check_finite:
         for shard in shards[shard_subset or slice(None)]:
             for url in (shard.image_file, shard.text_file):
                 if url is not None: _check_finite(url, so)
-    return EmbeddingDataset(str(image_url), text_url and str(text_url), meta_url and str(meta_url), shards, found, caption_column,
+    return EmbeddingDataset(str(image_url), text_url and str(text_url), meta_url and str(meta_url), shards, width, caption_column,
                             tuple(label_columns or ()))
 
-# %% ../nbs/07_data.ipynb #000e
+# %% ../nbs/07_data.ipynb #d5a7bb67
 def _reader(url:str, meta_url:str|None=None, meta_columns:list[str]|None=None):
     "An embedding-reader reader of a .npy folder, with these metadata columns when given."
     from embedding_reader import EmbeddingReader
@@ -229,6 +261,7 @@ def _reader(url:str, meta_url:str|None=None, meta_columns:list[str]|None=None):
         if meta_columns: return EmbeddingReader(str(url), file_format='parquet_npy', meta_columns=meta_columns, metadata_folder=str(meta_url))
         return EmbeddingReader(str(url), file_format='npy')
 
+# %% ../nbs/07_data.ipynb #9e70bf3d
 @patch
 def readers(self:EmbeddingDataset):
     "embedding-reader readers for the image (with captions, if any) and text folders, made once."
@@ -237,12 +270,14 @@ def readers(self:EmbeddingDataset):
                          _reader(self.text_url) if self.text_url else None)
     return self._readers
 
+# %% ../nbs/07_data.ipynb #5810dca3
 def _read_range(reader, start:int, end:int):
     import pandas as pd
     parts = list(reader(batch_size=end - start, start=start, end=end, show_progress=False, parallel_pieces=1))
     if len(parts) == 1: return parts[0]
     return np.concatenate([p[0] for p in parts]), None if parts[0][1] is None else pd.concat([p[1] for p in parts])
 
+# %% ../nbs/07_data.ipynb #b29e6dbf
 @patch
 def read(self:EmbeddingDataset, start:int, end:int)->dict:
     "Rows start..end: `image_embed` (n, d) and, where the folders have them, `text_embed` (n, d) and `captions`."
@@ -255,6 +290,7 @@ def read(self:EmbeddingDataset, start:int, end:int)->dict:
     if self.meta_url is not None: out['captions'] = meta[self.caption_column].tolist()
     return out
 
+# %% ../nbs/07_data.ipynb #38ce3fa4
 @patch
 def read_labels(self:EmbeddingDataset, start:int, end:int)->dict[str, Tensor]:
     "Rows start..end of each label column: name -> (n,) class ids (-1 where a label does not apply)."
@@ -280,7 +316,7 @@ def split_ranges(count:int,                  # Rows available
         ranges[name] = (start, end); start = end
     return ranges
 
-# %% ../nbs/07_data.ipynb #0014
+# %% ../nbs/07_data.ipynb #56df01fe
 class PriorLoader:
     "Batches of one split of an `EmbeddingDataset`: shuffled by blocks, sharded by rank, resumable."
     def __init__(self, dataset:EmbeddingDataset,
@@ -302,30 +338,36 @@ class PriorLoader:
         self.epoch, self.position = 0, 0   # position: rows of this epoch already handed out by this process
         self.plan = None   # this epoch's segments per rank after a resume on another number of processes; None: blocks()
 
-    def blocks(self, rank:int|None=None)->list[tuple[int, int]]:
-        "The (start, end) blocks `rank` (default: this process) reads this epoch, in order."
-        rank = self.rank if rank is None else rank
-        edges = list(range(self.start, self.end, self.block_size))
-        blocks = [(s, min(s + self.block_size, self.end)) for s in edges]
-        if self.shuffle:
-            order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-            blocks = [blocks[i] for i in order.tolist()]
-        return blocks[rank::self.world_size]
+# %% ../nbs/07_data.ipynb #2e956fed
+@patch
+def blocks(self:PriorLoader, rank:int|None=None)->list[tuple[int, int]]:
+    "The (start, end) blocks `rank` (default: this process) reads this epoch, in order."
+    rank = self.rank if rank is None else rank
+    edges = list(range(self.start, self.end, self.block_size))
+    blocks = [(s, min(s + self.block_size, self.end)) for s in edges]
+    if self.shuffle:
+        order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        blocks = [blocks[i] for i in order.tolist()]
+    return blocks[rank::self.world_size]
 
-    def segments(self, rank:int|None=None)->list[tuple[int, int, int]]:
-        "The (start, end, skip) pieces `rank` reads this epoch: its blocks, or the plan made when resuming on another world size."
-        rank = self.rank if rank is None else rank
-        return self.plan[rank] if self.plan is not None else [(s, e, 0) for s, e in self.blocks(rank)]
+# %% ../nbs/07_data.ipynb #c7838a90
+@patch
+def segments(self:PriorLoader, rank:int|None=None)->list[tuple[int, int, int]]:
+    "The (start, end, skip) pieces `rank` reads this epoch: its blocks, or the plan made when resuming on another world size."
+    rank = self.rank if rank is None else rank
+    return self.plan[rank] if self.plan is not None else [(s, e, 0) for s, e in self.blocks(rank)]
 
-    def rows_per_epoch(self)->int:
-        "Rows this process hands out per epoch (equal on every process when drop_last)."
-        shares = [sum(e - s - skip for s, e, skip in self.segments(r)) for r in range(self.world_size)]
-        if not self.drop_last: return shares[self.rank]
-        return min(shares) // self.batch_size * self.batch_size
+@patch
+def rows_per_epoch(self:PriorLoader)->int:
+    "Rows this process hands out per epoch (equal on every process when drop_last)."
+    shares = [sum(e - s - skip for s, e, skip in self.segments(r)) for r in range(self.world_size)]
+    if not self.drop_last: return shares[self.rank]
+    return min(shares) // self.batch_size * self.batch_size
 
-    def __len__(self)->int: return math.ceil(self.rows_per_epoch() / self.batch_size)
+@patch
+def __len__(self:PriorLoader)->int: return math.ceil(self.rows_per_epoch() / self.batch_size)
 
-# %% ../nbs/07_data.ipynb #0017
+# %% ../nbs/07_data.ipynb #9c9514d8
 def _take(batch:dict, index)->dict:
     return {k: (v[index] if isinstance(v, Tensor) else [v[i] for i in index.tolist()]) for k, v in batch.items()}
 
@@ -335,6 +377,14 @@ def _concat(parts:list[dict])->dict:
 
 def _slice(batch:dict, a:int, b:int)->dict: return {k: v[a:b] for k, v in batch.items()}
 
+# %% ../nbs/07_data.ipynb #ca8236a1
+@patch
+def row_order(self:PriorLoader, s:int, e:int)->Tensor:
+    "The order this epoch reads the rows of the block `s..e` in (positions within the block)."
+    if not self.shuffle: return torch.arange(e - s)
+    return torch.randperm(e - s, generator=torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 7919 + s))
+
+# %% ../nbs/07_data.ipynb #892e3dbe
 @patch
 def __iter__(self:PriorLoader):
     total, skip, handed_out, rest = self.rows_per_epoch(), self.position, self.position, None   # rest: < 1 batch carried over
@@ -342,9 +392,7 @@ def __iter__(self:PriorLoader):
         if handed_out + (0 if rest is None else len(rest['image_embed'])) >= total: break
         if skip >= e - s - done: skip -= e - s - done; continue   # resuming: this whole piece was consumed before
         rows = self.dataset.read(s, e)
-        order = (torch.randperm(e - s, generator=torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 7919 + s))
-                 if self.shuffle else torch.arange(e - s))
-        stream = _take(rows, order[done + skip:]); skip = 0
+        stream = _take(rows, self.row_order(s, e)[done + skip:]); skip = 0
         if rest is not None: stream = _concat([rest, stream])
         at, n = 0, len(stream['image_embed'])   # batches are slices of the block: nothing is copied per batch
         while n - at >= self.batch_size and handed_out < total:
@@ -356,13 +404,14 @@ def __iter__(self:PriorLoader):
         yield rest
     self.epoch, self.position, self.plan = self.epoch + 1, 0, None
 
+# %% ../nbs/07_data.ipynb #15cbeab8
 @patch
 def state_dict(self:PriorLoader)->dict:
     "Where this process is: the epoch, the rows of it already handed out (the same on every rank when drop_last), and the plan."
     return dict(epoch=self.epoch, position=self.position, seed=self.seed, world_size=self.world_size,
                 plan=None if self.plan is None else [list(map(list, p)) for p in self.plan])
 
-# %% ../nbs/07_data.ipynb #f3c70cca
+# %% ../nbs/07_data.ipynb #6ad839c0
 @patch
 def remaining(self:PriorLoader)->list[list[tuple[int, int, int]]]:
     "Per rank, the (start, end, skip) pieces of this epoch not yet handed out, given `position`."
@@ -376,6 +425,22 @@ def remaining(self:PriorLoader)->list[list[tuple[int, int, int]]]:
         left.append(pieces)
     return left
 
+# %% ../nbs/07_data.ipynb #1ec8a6e5
+@patch
+def plan_from(self:PriorLoader, state:dict)->list[list[tuple[int, int, int]]]:
+    "This epoch's pieces per rank: what the loaders that saved `state` (on another world size) had not yet handed out."
+    old = PriorLoader(self.dataset, self.start, self.end, self.batch_size, shuffle=self.shuffle, drop_last=self.drop_last,
+                      world_size=state['world_size'], seed=self.seed, block_size=self.block_size)
+    old.epoch, old.position = state['epoch'], state['position']
+    old.plan = None if state.get('plan') is None else [[tuple(p) for p in pieces] for pieces in state['plan']]
+    left = old.remaining()
+    partial = [pieces[0] for pieces in left if pieces and pieces[0][2] > 0]              # tails of blocks being read
+    longest = max(map(len, left), default=0)                                             # then untouched blocks,
+    whole = [q[j] for j in range(longest) for q in left if j < len(q) and q[j][2] == 0]  # in the old reading order
+    pieces = partial + whole
+    return [pieces[r::self.world_size] for r in range(self.world_size)]
+
+# %% ../nbs/07_data.ipynb #627e6355
 @patch
 def load_state_dict(self:PriorLoader, state:dict):
     "Continue from a `state_dict()`, with the same number of processes or another (the shuffling seed must match)."
@@ -385,17 +450,7 @@ def load_state_dict(self:PriorLoader, state:dict):
     if state['world_size'] == self.world_size:
         self.plan = None if plan is None else [[tuple(p) for p in pieces] for pieces in plan]
         return
-    old = PriorLoader(self.dataset, self.start, self.end, self.batch_size, shuffle=self.shuffle, drop_last=self.drop_last,
-                      world_size=state['world_size'], seed=self.seed, block_size=self.block_size)
-    old.epoch, old.position = self.epoch, self.position
-    old.plan = None if plan is None else [[tuple(p) for p in pieces] for pieces in plan]
-    left = old.remaining()
-    partial = [pieces[0] for pieces in left if pieces and pieces[0][2] > 0]              # tails of blocks being read
-    longest = max(map(len, left), default=0)                                             # then untouched blocks,
-    whole = [q[j] for j in range(longest) for q in left if j < len(q) and q[j][2] == 0]  # in the old reading order
-    pieces = partial + whole
-    self.plan = [pieces[r::self.world_size] for r in range(self.world_size)]
-    self.position = 0
+    self.plan, self.position = self.plan_from(state), 0
 
 # %% ../nbs/07_data.ipynb #001e
 def prior_inputs(batch:dict, prior)->dict:

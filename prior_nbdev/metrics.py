@@ -8,13 +8,15 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 from .data import prior_inputs
 from .sampling import eval_mode
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'LABEL_FREE_KEYS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k', 'evaluate_prior',
-           'plot_training', 'frechet_distance', 'sq_dists', 'knn_radii', 'cmmd', 'manifold_metrics', 'nearest_rows',
-           'group_spread', 'conditional_spread', 'label_free_metrics']
+__all__ = ['METRIC_KEYS', 'LABEL_FREE_KEYS', 'similarity_metrics', 'MeanAccumulator', 'recall_at_k', 'paired_val_losses',
+           'unrelated_condition', 'gallery_recalls', 'evaluate_prior', 'plot_training', 'frechet_distance', 'sq_dists',
+           'knn_radii', 'cmmd', 'manifold_metrics', 'nearest_rows', 'group_spread', 'conditional_spread',
+           'label_free_metrics']
 
 # %% ../nbs/11_metrics.ipynb #0005
 def similarity_metrics(text_embed:Tensor,      # (b, d) text embeddings
@@ -31,36 +33,42 @@ def similarity_metrics(text_embed:Tensor,      # (b, d) text embeddings
         out['similarity_with_unrelated_caption'] = (text * F.normalize(predicted_unrelated.float(), dim=-1)).sum(-1)
     return out
 
-# %% ../nbs/11_metrics.ipynb #0008
+# %% ../nbs/11_metrics.ipynb #c7b81553
 class MeanAccumulator:
     "Running per-sample means of named values, summable across processes."
     def __init__(self): self.sums, self.counts = {}, {}
 
     def add(self, name:str, values:Tensor):
-        "Add a (b,) tensor of per-sample values (or a 0-d batch mean, with `weight=b`, via `add_mean`)."
+        "Add a (b,) tensor of per-sample values."
         values = values.detach().double().reshape(-1)
         self.sums[name] = self.sums.get(name, 0.) + values.sum().cpu()
         self.counts[name] = self.counts.get(name, 0) + values.numel()
 
-    def add_mean(self, name:str, mean:Tensor, weight:int):
-        "Add a batch mean that stands for `weight` samples."
-        self.sums[name] = self.sums.get(name, 0.) + mean.detach().double().cpu() * weight
-        self.counts[name] = self.counts.get(name, 0) + weight
+# %% ../nbs/11_metrics.ipynb #59c45204
+@patch
+def means(self:MeanAccumulator)->dict[str, float]:
+    "Mean of each name (NaN for a name that saw no samples)."
+    return {n: float(self.sums[n] / self.counts[n]) if self.counts[n] else float('nan') for n in self.sums}
 
-    def reduce(self, accelerator=None, names:list[str]|None=None):
-        "Sum the accumulators of all processes over `names` (every process must pass the same; a process may have none)."
-        if accelerator is None or accelerator.num_processes == 1: return self
-        names = sorted(self.sums) if names is None else list(names)
-        for n in names: self.sums.setdefault(n, 0.); self.counts.setdefault(n, 0)
-        packed = torch.tensor([[float(self.sums[n]), float(self.counts[n])] for n in names], dtype=torch.float64, device=accelerator.device)
-        packed = accelerator.reduce(packed, reduction='sum').cpu()
-        self.sums = {n: packed[i, 0] for i, n in enumerate(names)}
-        self.counts = {n: int(packed[i, 1]) for i, n in enumerate(names)}
-        return self
+# %% ../nbs/11_metrics.ipynb #3f54edfa
+@patch
+def add_mean(self:MeanAccumulator, name:str, mean:Tensor, weight:int):
+    "Add a batch mean that stands for `weight` samples."
+    self.sums[name] = self.sums.get(name, 0.) + mean.detach().double().cpu() * weight
+    self.counts[name] = self.counts.get(name, 0) + weight
 
-    def means(self)->dict[str, float]:
-        "Mean of each name (NaN for a name that saw no samples)."
-        return {n: float(self.sums[n] / self.counts[n]) if self.counts[n] else float('nan') for n in self.sums}
+# %% ../nbs/11_metrics.ipynb #4782a632
+@patch
+def reduce(self:MeanAccumulator, accelerator=None, names:list[str]|None=None):
+    "Sum the accumulators of all processes over `names` (every process must pass the same; a process may have none)."
+    if accelerator is None or accelerator.num_processes == 1: return self
+    names = sorted(self.sums) if names is None else list(names)
+    for n in names: self.sums.setdefault(n, 0.); self.counts.setdefault(n, 0)
+    packed = torch.tensor([[float(self.sums[n]), float(self.counts[n])] for n in names], dtype=torch.float64, device=accelerator.device)
+    packed = accelerator.reduce(packed, reduction='sum').cpu()
+    self.sums = {n: packed[i, 0] for i, n in enumerate(names)}
+    self.counts = {n: int(packed[i, 1]) for i, n in enumerate(names)}
+    return self
 
 # %% ../nbs/11_metrics.ipynb #000c
 def recall_at_k(queries:Tensor,   # (n, d) one query per gallery item
@@ -78,10 +86,37 @@ def recall_at_k(queries:Tensor,   # (n, d) one query per gallery item
     ranks = torch.cat(ranks)
     return {k: (ranks < k).float().mean().item() for k in ks}
 
-# %% ../nbs/11_metrics.ipynb #000f
+# %% ../nbs/11_metrics.ipynb #8caff3ad
 METRIC_KEYS = ('online_val_loss', 'ema_val_loss', 'baseline_similarity', 'similarity_with_original_image',
                'difference_from_baseline_similarity', 'similarity_with_text', 'similarity_with_unrelated_caption')
 
+def paired_val_losses(prior, ema_prior, inputs:dict)->tuple[Tensor, Tensor]:
+    "The online and the EMA prior's losses on `inputs`, with the same timesteps and noise."
+    state = torch.get_rng_state()
+    online = prior(**inputs).float()
+    torch.set_rng_state(state)   # the EMA loss sees the same timesteps and noise
+    return online, ema_prior(**inputs).float()
+
+# %% ../nbs/11_metrics.ipynb #59cc789c
+def unrelated_condition(text_cond:dict, previous:dict|None)->dict|None:
+    "The text condition of each row's unrelated caption: the previous row's, or `previous` (the last batch's last row) for a batch of one."
+    if text_cond['text_embed'].shape[0] > 1: return {k: v.roll(1, dims=0) for k, v in text_cond.items()}
+    return previous
+
+# %% ../nbs/11_metrics.ipynb #5cd001d0
+def gallery_recalls(gallery:dict[str, list[Tensor]], # 'image', 'text', 'predicted': this process's batches
+                    ks=(1, 5), accelerator=None)->dict[str, float]:
+    "`prior_recall@k` and `text_recall@k` over the gallery of every process, and `num_samples`."
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+        gallery = {k: gather_object([torch.cat(v)] if v else []) for k, v in gallery.items()}
+    if not gallery['image']: raise ValueError('the evaluation split has no rows')
+    gallery = {k: torch.cat(v) for k, v in gallery.items()}
+    out = {f'prior_recall@{k}': r for k, r in recall_at_k(gallery['predicted'], gallery['image'], ks).items()}
+    out |= {f'text_recall@{k}': r for k, r in recall_at_k(gallery['text'], gallery['image'], ks).items()}
+    return out | dict(num_samples=len(gallery['image']))
+
+# %% ../nbs/11_metrics.ipynb #bff93f28
 @torch.no_grad()
 def evaluate_prior(prior,                       # The online DiffusionPrior
                    ema_prior,                   # The EMA DiffusionPrior (or the same prior)
@@ -97,47 +132,25 @@ def evaluate_prior(prior,                       # The online DiffusionPrior
                    sample:bool=True,            # False: the two validation losses only (no sampling; fast)
                   )->dict[str, float]:
     "The seven seed metrics and recall@k, as means over every sample of the split."
-    acc, gallery = MeanAccumulator(), dict(image=[], text=[], predicted=[])
-    device = prior.device
+    acc, gallery, device = MeanAccumulator(), dict(image=[], text=[], predicted=[]), prior.device
+    def draw(cond): return None if cond is None else ema_prior.sample(text_embed=cond['text_embed'], text_encodings=cond.get('text_encodings'),
+                                      num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale, timesteps=timesteps)
     with eval_mode(prior, ema_prior), torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
         torch.manual_seed(seed)
         previous_text = None
         for batch in batches:
             inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in prior_inputs(batch, prior).items()}
-            n = inputs['image_embed'].shape[0]
             with (autocast() if autocast else torch.autocast(device.type, enabled=False)):
-                state = torch.get_rng_state()
-                acc.add_mean('online_val_loss', prior(**inputs).float(), n)
-                torch.set_rng_state(state)   # the EMA loss sees the same timesteps and noise
-                acc.add_mean('ema_val_loss', ema_prior(**inputs).float(), n)
+                for name, loss in zip(METRIC_KEYS[:2], paired_val_losses(prior, ema_prior, inputs)): acc.add_mean(name, loss, inputs['image_embed'].shape[0])
                 if not sample: continue
                 text_cond = ema_prior.text_condition(inputs.get('text'), inputs.get('text_embed'))
-                predicted = ema_prior.sample(text_embed=text_cond['text_embed'], text_encodings=text_cond.get('text_encodings'),
-                                             num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale, timesteps=timesteps)
-                if n > 1: unrelated_cond = {k: v.roll(1, dims=0) for k, v in text_cond.items()}
-                elif previous_text is not None: unrelated_cond = previous_text
-                else: unrelated_cond = None
-                unrelated = None if unrelated_cond is None else ema_prior.sample(
-                    text_embed=unrelated_cond['text_embed'], text_encodings=unrelated_cond.get('text_encodings'),
-                    num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale, timesteps=timesteps)
+                predicted, unrelated = draw(text_cond), draw(unrelated_condition(text_cond, previous_text))
             previous_text = {k: v[-1:] for k, v in text_cond.items()}
-            for name, values in similarity_metrics(text_cond['text_embed'], inputs['image_embed'], predicted, unrelated).items():
-                acc.add(name, values)
-            gallery['image'].append(inputs['image_embed'].float().cpu()); gallery['text'].append(text_cond['text_embed'].float().cpu())
-            gallery['predicted'].append(predicted.float().cpu())
+            for name, values in similarity_metrics(text_cond['text_embed'], inputs['image_embed'], predicted, unrelated).items(): acc.add(name, values)
+            for key, x in zip(gallery, (inputs['image_embed'], text_cond['text_embed'], predicted)): gallery[key].append(x.float().cpu())
     # a process whose share of the split is empty still takes part in every collective, with nothing to add
     acc.reduce(accelerator, names=METRIC_KEYS if sample else METRIC_KEYS[:2])
-    if not sample: return acc.means()
-    if accelerator is not None and accelerator.num_processes > 1:
-        from accelerate.utils import gather_object
-        gallery = {k: gather_object([torch.cat(v)] if v else []) for k, v in gallery.items()}
-    if not gallery['image']: raise ValueError('the evaluation split has no rows')
-    gallery = {k: torch.cat(v) for k, v in gallery.items()}
-    metrics = acc.means()
-    for k, r in recall_at_k(gallery['predicted'], gallery['image'], recall_ks).items(): metrics[f'prior_recall@{k}'] = r
-    for k, r in recall_at_k(gallery['text'], gallery['image'], recall_ks).items(): metrics[f'text_recall@{k}'] = r
-    metrics['num_samples'] = len(gallery['image'])
-    return metrics
+    return acc.means() | (gallery_recalls(gallery, recall_ks, accelerator) if sample else {})
 
 # %% ../nbs/11_metrics.ipynb #0013
 def plot_training(history:dict,             # 'step', 'loss' lists; optional 'val_step', 'online_val_loss', 'ema_val_loss'
@@ -175,7 +188,7 @@ def frechet_distance(x:Tensor, # (n, d) one set of embeddings
     cross = torch.linalg.eigvalsh(root @ cy @ root).clamp(min=0).sqrt().sum()    # Tr (cx^(1/2) cy cx^(1/2))^(1/2)
     return float((mx - my).pow(2).sum() + cx.trace() + cy.trace() - 2 * cross)
 
-# %% ../nbs/11_metrics.ipynb #d7144603
+# %% ../nbs/11_metrics.ipynb #4f12d0eb
 def sq_dists(a:Tensor, b:Tensor, chunk:int=2048):
     "Yield (start, squared distances (c, len(b)) from rows a[start:start+c] to every row of `b`), c ≤ `chunk`."
     bb = b.pow(2).sum(1)
@@ -183,6 +196,7 @@ def sq_dists(a:Tensor, b:Tensor, chunk:int=2048):
         ac = a[s:s + chunk]
         yield s, (ac.pow(2).sum(1)[:, None] + bb - 2 * ac @ b.T).clamp_(min=0)
 
+# %% ../nbs/11_metrics.ipynb #e5e3b39d
 def knn_radii(x:Tensor, k:int=5, chunk:int=2048)->Tensor:
     "(n,) squared distance from each row of `x` to its k-th nearest other row."
     if not 0 < k < len(x): raise ValueError(f'k={k} neighbours need more than k rows; got {len(x)}')

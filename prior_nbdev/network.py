@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_network.ipynb #0002
 from __future__ import annotations
-import dataclasses, sys
+import dataclasses, inspect, sys
 import torch
 import torch.nn.functional as F
 from dataclasses import dataclass
@@ -14,41 +14,13 @@ from fastcore.basics import patch
 from .transformer import CausalTransformer, SinusoidalPosEmb, MLP
 
 # %% auto #0
-__all__ = ['Config', 'NetConfig', 'DiffusionPriorNetwork', 'check_width', 'keep_mask', 'TextCache', 'same_timestep']
+__all__ = ['Config', 'NetConfig', 'net_config', 'as_tokens', 'tokens_from_embedding', 'tokens_from_time',
+           'transformer_from_config', 'DiffusionPriorNetwork', 'check_width', 'cut_or_pad', 'keep_mask', 'TextCache',
+           'same_timestep']
 
 # %% ../nbs/03_network.ipynb #4143397c
 class Config:
     "Base of the package's configuration dataclasses: built strictly from JSON-like dicts, written back by `to_dict`."
-    @classmethod
-    def _section(cls, name:str):
-        "The config class a field holds (`X` or `X|None`, looked up where `cls` was defined), if any."
-        hint = {f.name: f.type for f in dataclasses.fields(cls)}[name]
-        if isinstance(hint, str): hint = vars(sys.modules[cls.__module__]).get(hint.replace(' ', '').removesuffix('|None'))
-        return hint if isinstance(hint, type) and issubclass(hint, Config) else None
-
-    @classmethod
-    def problems(cls, data, where:str='config')->list[str]:
-        "Every unknown and missing key in `data`, in all nested sections."
-        if not isinstance(data, dict): return [f'{where} must be a JSON object, got {type(data).__name__}']
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        problems = []
-        if unknown := sorted(set(data) - set(fields)): problems.append(f'unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}')
-        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        if missing := [n for n in required if n not in data]: problems.append(f'missing required key(s) {missing} in {where}')
-        for name, value in data.items():
-            if name in fields and (section := cls._section(name)) is not None and value is not None and not isinstance(value, section):
-                problems += section.problems(value, f'{where}.{name}')
-        return problems
-
-    @classmethod
-    def from_dict(cls, data:dict, where:str='config'):
-        "An instance from `data`; unknown/missing keys and invalid values are a ValueError naming where they are."
-        if problems := cls.problems(data, where): raise ValueError('; '.join(problems))
-        kwargs = {k: (sec.from_dict(v, f'{where}.{k}') if (sec := cls._section(k)) is not None and isinstance(v, dict) else v)
-                  for k, v in data.items()}
-        try: return cls(**kwargs)
-        except (ValueError, TypeError) as e: raise ValueError(f'{where}: {e}') from None
-
     def to_dict(self)->dict:
         "Plain JSON-ready data (nested sections as dicts)."
         return dataclasses.asdict(self)
@@ -57,6 +29,39 @@ class Config:
     def require(ok:bool, message:str):
         "For `__post_init__` checks: a ValueError with `message` unless `ok`."
         if not ok: raise ValueError(message)
+
+# %% ../nbs/03_network.ipynb #7a9a5750
+@patch(cls_method=True)
+def _section(cls:Config, name:str):
+    "The config class a field holds (`X` or `X|None`, looked up where `cls` was defined), if any."
+    hint = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+    if isinstance(hint, str): hint = vars(sys.modules[cls.__module__]).get(hint.replace(' ', '').removesuffix('|None'))
+    return hint if isinstance(hint, type) and issubclass(hint, Config) else None
+
+# %% ../nbs/03_network.ipynb #a409254d
+@patch(cls_method=True)
+def problems(cls:Config, data, where:str='config')->list[str]:
+    "Every unknown and missing key in `data`, in all nested sections."
+    if not isinstance(data, dict): return [f'{where} must be a JSON object, got {type(data).__name__}']
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems = []
+    if unknown := sorted(set(data) - set(fields)): problems.append(f'unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}')
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing := [n for n in required if n not in data]: problems.append(f'missing required key(s) {missing} in {where}')
+    for name, value in data.items():
+        if name in fields and (section := cls._section(name)) is not None and value is not None and not isinstance(value, section):
+            problems += section.problems(value, f'{where}.{name}')
+    return problems
+
+# %% ../nbs/03_network.ipynb #7914d4df
+@patch(cls_method=True)
+def from_dict(cls:Config, data:dict, where:str='config'):
+    "An instance from `data`; unknown/missing keys and invalid values are a ValueError naming where they are."
+    if problems := cls.problems(data, where): raise ValueError('; '.join(problems))
+    kwargs = {k: (sec.from_dict(v, f'{where}.{k}') if (sec := cls._section(k)) is not None and isinstance(v, dict) else v)
+              for k, v in data.items()}
+    try: return cls(**kwargs)
+    except (ValueError, TypeError) as e: raise ValueError(f'{where}: {e}') from None
 
 # %% ../nbs/03_network.ipynb #a120b767
 @dataclass(frozen=True)
@@ -96,81 +101,92 @@ class NetConfig(Config):
             self.require(0 <= getattr(self, name) < 1, f'{name} must lie in [0, 1), got {getattr(self, name)}')
         self.require(self.dim_head % 2 == 0 or not self.rotary_emb, f'rotary_emb needs an even dim_head, got {self.dim_head}')
 
+# %% ../nbs/03_network.ipynb #69f63b44
+def net_config(config:NetConfig|None=None, # A whole description of the network
+               **kwargs,                   # Or its fields: dim, depth, heads, ...
+              )->NetConfig:
+    "`config`, or the `NetConfig` whose fields are `kwargs`; an unknown or missing field is a TypeError naming it."
+    if config is not None:
+        if kwargs: raise TypeError(f'give a NetConfig or its fields, not both (also got {sorted(kwargs)})')
+        if not isinstance(config, NetConfig): raise TypeError(f'config must be a NetConfig, got {type(config).__name__}')
+        return config
+    if problems := NetConfig.problems(kwargs, 'DiffusionPriorNetwork(...)'): raise TypeError('; '.join(problems))
+    return NetConfig(**kwargs)
+
+# %% ../nbs/03_network.ipynb #b62fc07d
+def as_tokens(n:int, first:nn.Module)->nn.Sequential:
+    "`first`, then its (b, n·dim) output read as n tokens (b, n, dim)."
+    return nn.Sequential(first, Rearrange('b (n d) -> b n d', n=n))
+
+def tokens_from_embedding(dim:int, n:int)->nn.Sequential:
+    "(b, dim) -> (b, n, dim): the embedding itself when n = 1, else through a Linear."
+    return as_tokens(n, nn.Linear(dim, dim * n) if n > 1 else nn.Identity())
+
+def tokens_from_time(c:NetConfig)->nn.Sequential:
+    "(b,) timesteps -> (b, num_time_embeds, dim): a learned table, or sinusoids and an MLP for continuous time."
+    width = c.dim * c.num_time_embeds
+    first = nn.Embedding(c.num_timesteps, width) if c.num_timesteps is not None else nn.Sequential(SinusoidalPosEmb(c.dim), MLP(c.dim, width))
+    return as_tokens(c.num_time_embeds, first)
+
+# %% ../nbs/03_network.ipynb #55f683d1
+def transformer_from_config(c:NetConfig)->CausalTransformer:
+    "The `CausalTransformer` that `c` describes (its fields named like the transformer's arguments)."
+    names = inspect.signature(CausalTransformer).parameters
+    return CausalTransformer(**{k: v for k, v in c.to_dict().items() if k in names})
+
 # %% ../nbs/03_network.ipynb #0020
 class DiffusionPriorNetwork(nn.Module):
     "The DALL-E 2 prior's causal transformer over [text encodings, text embed, time, noised image, (self-cond), query]."
-    def __init__(self,
-                 dim:int,                     # Width of the embeddings and of every token
-                 num_timesteps:int|None=None, # Learned time table of this size; None: continuous time (sinusoid + MLP)
-                 num_time_embeds:int=1,       # Tokens the timestep becomes
-                 num_image_embeds:int=1,      # Tokens the noised image embedding becomes
-                 num_text_embeds:int=1,       # Tokens the text embedding becomes
-                 max_text_len:int=256,        # Text encodings are cut or padded to this many tokens
-                 self_cond:bool=False,        # Feed the previous x0 estimate back as a token (Chen et al., 2022)
-                 *,
-                 depth:int,                   # Transformer layers
-                 dim_head:int=64,             # Width of each attention head
-                 heads:int=8,                 # Query heads
-                 ff_mult:float=4,             # Feed-forward hidden width / dim
-                 norm_in:bool=False,          # Norm the tokens before the first layer
-                 norm_out:bool=True,          # Stable norm after the last layer
-                 attn_dropout:float=0.,       # Dropout on attention probabilities
-                 ff_dropout:float=0.,         # Dropout in the feed-forward
-                 final_proj:bool=True,        # Final Linear(dim, dim)
-                 normformer:bool=False,       # Norm after the feed-forward activation
-                 rotary_emb:bool=True,        # Rotary position embedding
-                ):
+    def __init__(self, dim:int|None=None,       # Token width (the reference's one positional argument)
+                 *, config:NetConfig|None=None, # The whole description, instead of its fields
+                 **kwargs):                     # `NetConfig`'s fields: depth, heads, max_text_len, ...
         super().__init__()
-        self.config = c = NetConfig(dim=dim, num_timesteps=num_timesteps, num_time_embeds=num_time_embeds,
-            num_image_embeds=num_image_embeds, num_text_embeds=num_text_embeds, max_text_len=max_text_len,
-            self_cond=self_cond, depth=depth, dim_head=dim_head, heads=heads, ff_mult=ff_mult, norm_in=norm_in,
-            norm_out=norm_out, attn_dropout=attn_dropout, ff_dropout=ff_dropout, final_proj=final_proj,
-            normformer=normformer, rotary_emb=rotary_emb)
+        self.config = c = net_config(config, **kwargs) if dim is None else net_config(config, dim=dim, **kwargs)
+        if c.numerics is not None:
+            raise ValueError(f'net.numerics={c.numerics!r} describes an old release\'s network: build it with '
+                             'prior_nbdev.legacy.network_from_config (load_prior does this by itself)')
         self.dim, self.max_text_len, self.self_cond = c.dim, c.max_text_len, c.self_cond
         self.num_time_embeds, self.num_image_embeds, self.num_text_embeds = c.num_time_embeds, c.num_image_embeds, c.num_text_embeds
         self.continuous_embedded_time = c.num_timesteps is None
-        def to_tokens(n, first): return nn.Sequential(first, Rearrange('b (n d) -> b n d', n=n))
-        self.to_text_embeds = to_tokens(c.num_text_embeds, nn.Linear(dim, dim * c.num_text_embeds) if c.num_text_embeds > 1 else nn.Identity())
-        self.to_time_embeds = to_tokens(c.num_time_embeds, nn.Embedding(c.num_timesteps, dim * c.num_time_embeds) if c.num_timesteps is not None
-                                        else nn.Sequential(SinusoidalPosEmb(dim), MLP(dim, dim * c.num_time_embeds)))
-        self.to_image_embeds = to_tokens(c.num_image_embeds, nn.Linear(dim, dim * c.num_image_embeds) if c.num_image_embeds > 1 else nn.Identity())
-        self.learned_query = nn.Parameter(torch.randn(dim))
-        self.causal_transformer = CausalTransformer(dim=dim, depth=c.depth, dim_head=c.dim_head, heads=c.heads, ff_mult=c.ff_mult,
-            norm_in=c.norm_in, norm_out=c.norm_out, attn_dropout=c.attn_dropout, ff_dropout=c.ff_dropout, final_proj=c.final_proj,
-            normformer=c.normformer, rotary_emb=c.rotary_emb)
-        self.null_text_encodings = nn.Parameter(torch.randn(1, c.max_text_len, dim))
-        self.null_text_embeds = nn.Parameter(torch.randn(1, c.num_text_embeds, dim))
-        self.null_image_embed = nn.Parameter(torch.randn(1, dim))
+        self.to_text_embeds = tokens_from_embedding(c.dim, c.num_text_embeds)
+        self.to_time_embeds = tokens_from_time(c)
+        self.to_image_embeds = tokens_from_embedding(c.dim, c.num_image_embeds)
+        self.learned_query = nn.Parameter(torch.randn(c.dim))
+        self.causal_transformer = transformer_from_config(c)
+        self.null_text_encodings = nn.Parameter(torch.randn(1, c.max_text_len, c.dim))
+        self.null_text_embeds = nn.Parameter(torch.randn(1, c.num_text_embeds, c.dim))
+        self.null_image_embed = nn.Parameter(torch.randn(1, c.dim))
 
-    @classmethod
-    def from_config(cls, config:NetConfig|dict)->DiffusionPriorNetwork:
-        "A network built from a `NetConfig` (or its dict)."
-        config = config if isinstance(config, NetConfig) else NetConfig.from_dict(config, 'net')
-        if config.numerics is not None:
-            raise ValueError(f'net.numerics={config.numerics!r} describes an old release\'s network: build it with '
-                             'prior_nbdev.legacy.network_from_config (load_prior does this by itself)')
-        return cls(**{k: v for k, v in config.to_dict().items() if k != 'numerics'})
+# %% ../nbs/03_network.ipynb #bda7200f
+@patch(cls_method=True)
+def from_config(cls:DiffusionPriorNetwork, config:NetConfig|dict)->DiffusionPriorNetwork:
+    "A network built from a `NetConfig` (or its dict)."
+    return cls(config=config if isinstance(config, NetConfig) else NetConfig.from_dict(config, 'net'))
 
-    @property
-    def num_prefix_tokens(self)->int:
-        "Tokens that depend on the text alone: the text encodings and the text embedding."
-        return self.max_text_len + self.num_text_embeds
+# %% ../nbs/03_network.ipynb #ebc20ba4
+@patch(as_prop=True)
+def num_prefix_tokens(self:DiffusionPriorNetwork)->int:
+    "Tokens that depend on the text alone: the text encodings and the text embedding."
+    return self.max_text_len + self.num_text_embeds
 
-    @property
-    def guidance_refusal(self)->str|None:
-        "Why this network cannot guide (None: it can; its null tokens make the unconditional prediction)."
-        return None
+# %% ../nbs/03_network.ipynb #b6d8e3e2
+@patch(as_prop=True)
+def guidance_refusal(self:DiffusionPriorNetwork)->str|None:
+    "Why this network cannot guide (None: it can; its null tokens make the unconditional prediction)."
+    return None
 
-    @property
-    def cached_guidance(self)->bool:
-        "Whether `predict_cached` can guide (its null branch runs on a cached null prefix)."
-        return True
+@patch(as_prop=True)
+def cached_guidance(self:DiffusionPriorNetwork)->bool:
+    "Whether `predict_cached` can guide (its null branch runs on a cached null prefix)."
+    return True
 
-# %% ../nbs/03_network.ipynb #0023
+# %% ../nbs/03_network.ipynb #76c98eb7
 def check_width(name:str, x:Tensor, dim:int):
+    "A ValueError naming `name` unless the last axis of `x` is `dim` wide."
     if x.shape[-1] != dim:
         raise ValueError(f'{name} has width {x.shape[-1]} (shape {tuple(x.shape)}); this prior network expects {dim}')
 
+# %% ../nbs/03_network.ipynb #fe800762
 @patch
 def check_text(self:DiffusionPriorNetwork, text_embed:Tensor, text_encodings:Tensor|None)->Tensor:
     "`text_encodings` after checking both inputs' shapes ((b, 0, dim) when None)."
@@ -182,6 +198,14 @@ def check_text(self:DiffusionPriorNetwork, text_embed:Tensor, text_encodings:Ten
         raise ValueError(f'text_encodings must be (batch={batch}, tokens, {self.dim}), got {tuple(text_encodings.shape)}')
     return text_encodings
 
+# %% ../nbs/03_network.ipynb #042b4f75
+def cut_or_pad(x:Tensor,  # (b, n, ...)
+               length:int, value=0)->Tensor: # (b, length, ...)
+    "`x` cut to `length` along its second axis, or padded with `value` up to it."
+    x = x[:, :length]
+    return F.pad(x, (0, 0) * (x.ndim - 2) + (0, length - x.shape[1]), value=value)
+
+# %% ../nbs/03_network.ipynb #0023
 @patch
 def text_prefix(self:DiffusionPriorNetwork,
                  text_embed:Tensor,            # (b, dim) CLIP text embedding
@@ -190,16 +214,33 @@ def text_prefix(self:DiffusionPriorNetwork,
                 )->tuple[Tensor, Tensor|None]: # (b, max_text_len + num_text_embeds, dim); key mask (None: every token may be attended to)
     "The tokens that depend on the text alone, and which of them may be attended to (None: all)."
     text_encodings = self.check_text(text_embed, text_encodings)
-    # an all-zero encoding marks padding
-    present = (text_encodings != 0).any(dim=-1)
+    present = (text_encodings != 0).any(dim=-1)              # an all-zero encoding marks padding
     text_tokens = self.to_text_embeds(text_embed)
-    text_encodings, present = text_encodings[:, :self.max_text_len], present[:, :self.max_text_len]
-    padding = self.max_text_len - text_encodings.shape[1]
-    text_encodings, present = F.pad(text_encodings, (0, 0, 0, padding)), F.pad(present, (0, padding), value=False)
+    text_encodings, present = cut_or_pad(text_encodings, self.max_text_len), cut_or_pad(present, self.max_text_len, False)
     keep = text_keep[:, None, None]
     text_encodings = torch.where(present[..., None] & keep, text_encodings, self.null_text_encodings.to(text_encodings.dtype))
     text_tokens = torch.where(keep, text_tokens, self.null_text_embeds.to(text_embed.dtype))
     return torch.cat((text_encodings, text_tokens), dim=1), None
+
+# %% ../nbs/03_network.ipynb #6ae6f0e9
+@patch
+def time_tokens(self:DiffusionPriorNetwork, diffusion_timesteps:Tensor, # (b,) timesteps
+                dtype:torch.dtype)->Tensor:                             # (b, num_time_embeds, dim)
+    "The timesteps' tokens, in `dtype` (continuous times are embedded in `dtype` too)."
+    if self.continuous_embedded_time: diffusion_timesteps = diffusion_timesteps.to(dtype)
+    return self.to_time_embeds(diffusion_timesteps).to(dtype)
+
+# %% ../nbs/03_network.ipynb #764d3508
+@patch
+def self_cond_tokens(self:DiffusionPriorNetwork, self_cond:Tensor|None, # (b, dim) previous x0 estimate, or None
+                     image_embed:Tensor)->list[Tensor]:                 # [(b, 1, dim)], or [] without self-conditioning
+    "The self-conditioning token, if this network has one."
+    if not self.self_cond:
+        if self_cond is not None: raise ValueError('self_cond was given, but this network was built with self_cond=False')
+        return []
+    if self_cond is None: self_cond = torch.zeros_like(image_embed)
+    check_width('self_cond', self_cond, self.dim)
+    return [self_cond[:, None].to(image_embed.dtype)]
 
 # %% ../nbs/03_network.ipynb #0026
 @patch
@@ -214,26 +255,19 @@ def step_tokens(self:DiffusionPriorNetwork,
     batch, dtype = image_embed.shape[0], image_embed.dtype
     if diffusion_timesteps.shape != (batch,):
         raise ValueError(f'diffusion_timesteps must have shape ({batch},), got {tuple(diffusion_timesteps.shape)}')
-    if self.continuous_embedded_time: diffusion_timesteps = diffusion_timesteps.to(dtype)
-    time_tokens = self.to_time_embeds(diffusion_timesteps).to(dtype)
+    time_tokens = self.time_tokens(diffusion_timesteps, dtype)
     image_tokens = torch.where(image_keep[:, None, None], self.to_image_embeds(image_embed), self.null_image_embed.to(dtype))
-    tokens = [time_tokens, image_tokens]
-    if self.self_cond:
-        if self_cond is None: self_cond = torch.zeros_like(image_embed)
-        check_width('self_cond', self_cond, self.dim)
-        tokens.append(self_cond[:, None].to(dtype))
-    elif self_cond is not None:
-        raise ValueError('self_cond was given, but this network was built with self_cond=False')
-    tokens.append(self.learned_query.to(dtype).expand(batch, 1, -1))
-    return torch.cat(tokens, dim=1)
+    query = self.learned_query.to(dtype).expand(batch, 1, -1)
+    return torch.cat([time_tokens, image_tokens] + self.self_cond_tokens(self_cond, image_embed) + [query], dim=1)
 
-# %% ../nbs/03_network.ipynb #0029
+# %% ../nbs/03_network.ipynb #8ab02605
 def keep_mask(batch:int, keep_prob:float, device=None)->Tensor:
     "(batch,) bool, each True with probability `keep_prob`; no random draw when it is 0 or 1."
     if keep_prob >= 1: return torch.ones(batch, dtype=torch.bool, device=device)
     if keep_prob <= 0: return torch.zeros(batch, dtype=torch.bool, device=device)
     return torch.rand(batch, device=device) < keep_prob
 
+# %% ../nbs/03_network.ipynb #0ed2d682
 @patch
 def predict(self:DiffusionPriorNetwork, image_embed:Tensor, diffusion_timesteps:Tensor, *, text_embed:Tensor,
              text_encodings:Tensor|None=None, self_cond:Tensor|None=None,
@@ -244,6 +278,7 @@ def predict(self:DiffusionPriorNetwork, image_embed:Tensor, diffusion_timesteps:
     if key_mask is not None: key_mask = F.pad(key_mask, (0, steps.shape[1]), value=True)
     return self.causal_transformer(torch.cat((prefix, steps), dim=1), key_mask=key_mask)[:, -1]
 
+# %% ../nbs/03_network.ipynb #51c3d06a
 @patch
 def forward(self:DiffusionPriorNetwork, image_embed:Tensor, diffusion_timesteps:Tensor, *, text_embed:Tensor,
                      text_encodings:Tensor|None=None, self_cond:Tensor|None=None,
@@ -293,11 +328,22 @@ def cache_text(self:DiffusionPriorNetwork, text_embed:Tensor, text_encodings:Ten
         _, null_kv = self.causal_transformer(null_prefix, return_kv=True, final=False)
     return TextCache(kv, key_mask, null_kv)
 
+# %% ../nbs/03_network.ipynb #283ebb08
+@patch
+def run_steps(self:DiffusionPriorNetwork, steps:Tensor, # (b, s, dim) from `step_tokens`
+              kv:list,                                  # per layer (keys, values) of the prefix, from `cache_text`
+              key_mask:Tensor|None)->Tensor:            # (b, prefix) keys hidden from attention, or None
+    "The prediction (b, dim) for `steps` following the cached prefix."
+    if key_mask is not None: key_mask = F.pad(key_mask, (0, steps.shape[1]), value=True)
+    return self.causal_transformer(steps, past_kv=kv, key_mask=key_mask)[:, -1]
+
+# %% ../nbs/03_network.ipynb #a98387dd
 def same_timestep(t:Tensor)->bool:
     "Whether every sample of the batch is at one timestep (False while a CUDA graph is captured: the values cannot be read then)."
     if t.is_cuda and torch.cuda.is_current_stream_capturing(): return False
     return bool((t == t[:1]).all())
 
+# %% ../nbs/03_network.ipynb #268c277d
 @patch
 def predict_cached(self:DiffusionPriorNetwork, cache:TextCache, image_embed:Tensor, diffusion_timesteps:Tensor,
                    self_cond:Tensor|None=None, cond_scale:float=1.,
@@ -305,17 +351,14 @@ def predict_cached(self:DiffusionPriorNetwork, cache:TextCache, image_embed:Tens
     "Same as `forward_with_cond_scale` on the cached text, running only the step tokens."
     b, device = image_embed.shape[0], image_embed.device
     keep = torch.ones(b, dtype=torch.bool, device=device)
-    def run(steps, kv, key_mask):
-        if key_mask is not None: key_mask = F.pad(key_mask, (0, steps.shape[1]), value=True)
-        return self.causal_transformer(steps, past_kv=kv, key_mask=key_mask)[:, -1]
     steps = self.step_tokens(image_embed, diffusion_timesteps, keep, self_cond)
-    if cond_scale == 1: return run(steps, cache.kv, cache.key_mask)
+    if cond_scale == 1: return self.run_steps(steps, cache.kv, cache.key_mask)
     if cache.null_kv is None: raise ValueError('this TextCache was made without with_null=True, so it cannot guide')
     if not self.self_cond and (one_timestep if one_timestep is not None else same_timestep(diffusion_timesteps)):   # the null branch depends on the timestep only: once, broadcast
-        null = run(self.step_tokens(image_embed[:1], diffusion_timesteps[:1], ~keep[:1], None), cache.null_kv, None)
-        cond = run(steps, cache.kv, cache.key_mask)
+        null = self.run_steps(self.step_tokens(image_embed[:1], diffusion_timesteps[:1], ~keep[:1], None), cache.null_kv, None)
+        cond = self.run_steps(steps, cache.kv, cache.key_mask)
     else:   # per sample (its own timestep or self-conditioning): both branches in one batch
         null_steps = self.step_tokens(image_embed, diffusion_timesteps, ~keep, self_cond)
         kv = [(torch.cat((k, nk.expand(b, -1, -1))), torch.cat((v, nv.expand(b, -1, -1)))) for (k, v), (nk, nv) in zip(cache.kv, cache.null_kv)]
-        cond, null = run(torch.cat((steps, null_steps)), kv, None).chunk(2)
+        cond, null = self.run_steps(torch.cat((steps, null_steps)), kv, None).chunk(2)
     return null + (cond - null) * cond_scale

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import argparse, json, sys, time
 from pathlib import Path
+from fastcore.basics import patch
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,11 +17,12 @@ from .data import numbered_files, atomic_write, write_shard, shard_complete
 from .checkpoint import load_prior, write_line
 
 # %% auto #0
-__all__ = ['SAMPLE_STEPS', 'RECORDED', 'NUM_SAMPLES_HELP', 'CaptionSource', 'read_captions', 'clip_by_name', 'text_condition',
-           'check_width', 'batch_generator', 'shard_batches', 'dealt', 'write_gathered', 'negative_condition',
-           'embed_rows', 'predict_embeddings', 'checkpoint_prior', 'sample_parser', 'sample_main']
+__all__ = ['AUTOCAST_DTYPES', 'SAMPLE_STEPS', 'RECORDED', 'NUM_SAMPLES_HELP', 'CaptionSource', 'read_embedding_folder',
+           'read_captions', 'clip_by_name', 'condition_for_rows', 'check_text_width', 'batch_generator',
+           'shard_batches', 'dealt', 'write_gathered', 'negative_condition', 'embed_rows', 'check_job', 'shards_to_do',
+           'predict_embeddings', 'checkpoint_prior', 'sample_parser', 'sample_main']
 
-# %% ../nbs/14_sample.ipynb #acb2c826
+# %% ../nbs/14_sample.ipynb #52cd7802
 class CaptionSource:
     "Rows of captions and/or precomputed text embeddings, read lazily by row range."
     def __init__(self, captions:list[str]|None=None, text_shards:list[Path]|None=None, name:str=''):
@@ -33,32 +35,35 @@ class CaptionSource:
     @property
     def width(self)->int|None: return self.text_shards[0].shape[1] if self.text_shards else None
 
-    def text_embeds(self, start:int, end:int)->np.ndarray:
-        "(end - start, d) precomputed text embeddings of rows [start, end)."
-        parts = []
-        for k, shard in enumerate(self.text_shards):
-            s, e = max(start, self.offsets[k]), min(end, self.offsets[k + 1])
-            if s < e: parts.append(np.asarray(shard[s - self.offsets[k]:e - self.offsets[k]], dtype=np.float32))
-        return np.concatenate(parts)
+# %% ../nbs/14_sample.ipynb #b36de6d7
+@patch
+def text_embeds(self:CaptionSource, start:int, end:int)->np.ndarray:
+    "(end - start, d) precomputed text embeddings of rows [start, end)."
+    parts = []
+    for k, shard in enumerate(self.text_shards):
+        s, e = max(start, self.offsets[k]), min(end, self.offsets[k + 1])
+        if s < e: parts.append(np.asarray(shard[s - self.offsets[k]:e - self.offsets[k]], dtype=np.float32))
+    return np.concatenate(parts)
 
-# %% ../nbs/14_sample.ipynb #4b8fcbb2
+# %% ../nbs/14_sample.ipynb #6322da4e
+def read_embedding_folder(path:Path, column:str='caption')->CaptionSource:
+    "A `CaptionSource` of a clip-retrieval folder's (or a text_emb folder's) text embeddings, with captions where its metadata has `column`."
+    folder = path / 'text_emb' if (path / 'text_emb').is_dir() else path
+    source = CaptionSource(text_shards=[f for _, f in sorted(numbered_files(folder, '.npy', 'text embedding').items())], name=str(folder))
+    meta = folder.parent / 'metadata'
+    if meta.is_dir() and any(meta.glob('*.parquet')):
+        import pandas as pd
+        frames = [pd.read_parquet(p) for _, p in sorted(numbered_files(meta, '.parquet', 'metadata').items())]
+        captions = [str(c) for f in frames for c in f[column]] if all(column in f for f in frames) else None
+        if captions is not None and len(captions) == source.count: source.captions = captions
+    return source
+
+# %% ../nbs/14_sample.ipynb #bd2be41e
 def read_captions(path:str|Path, column:str='caption')->CaptionSource:
     "A `CaptionSource` from a .txt (a caption per line), a .parquet (`column`), or a clip-retrieval folder / text_emb folder."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'captions input {path} does not exist')
-    if path.is_dir():
-        folder = path / 'text_emb' if (path / 'text_emb').is_dir() else path
-        shards = [f for _, f in sorted(numbered_files(folder, '.npy', 'text embedding').items())]
-        captions = None
-        meta = folder.parent / 'metadata'
-        if meta.is_dir() and any(meta.glob('*.parquet')):
-            metas = [f for _, f in sorted(numbered_files(meta, '.parquet', 'metadata').items())]
-            import pandas as pd
-            frames = [pd.read_parquet(p) for p in metas]
-            if all(column in f for f in frames): captions = [str(c) for f in frames for c in f[column]]
-        source = CaptionSource(captions=None, text_shards=shards, name=str(folder))
-        if captions is not None and len(captions) == source.count: source.captions = captions
-        return source
+    if path.is_dir(): return read_embedding_folder(path, column)
     if path.suffix == '.txt':
         captions = [line.strip() for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
         return CaptionSource(captions, name=str(path))
@@ -69,13 +74,14 @@ def read_captions(path:str|Path, column:str='caption')->CaptionSource:
         return CaptionSource([str(c) for c in frame[column]], name=str(path))
     raise ValueError(f'{path}: expected a .txt file, a .parquet file or a folder of clip-retrieval text embeddings')
 
-# %% ../nbs/14_sample.ipynb #6ff099f1
+# %% ../nbs/14_sample.ipynb #ea4d3d16
 def clip_by_name(name:str, pretrained:str|None=None):
     "A CLIP adapter by name: a registered one (e.g. `prior-nbdev-shapes`) or any open_clip model with a pretrained tag or file."
     return make_clip(name, pretrained=pretrained) if name in clip_builders() else make_clip('open_clip', name, pretrained)
 
-def text_condition(prior:DiffusionPrior, source:CaptionSource, start:int, end:int, clip=None)->dict:
-    "The prior's text condition for rows [start, end) of `source`."
+# %% ../nbs/14_sample.ipynb #a40fe0dc
+def condition_for_rows(prior:DiffusionPrior, source:CaptionSource, start:int, end:int, clip=None)->dict:
+    "`sample`'s text condition (`text_embed`, and `text_encodings` if the prior needs them) for rows [start, end) of `source`."
     needs_encodings = prior.condition_on_text_encodings
     if source.text_shards is not None and not needs_encodings:
         return dict(text_embed=torch.from_numpy(source.text_embeds(start, end)).to(prior.device))
@@ -87,8 +93,9 @@ def text_condition(prior:DiffusionPrior, source:CaptionSource, start:int, end:in
     if needs_encodings: cond['text_encodings'] = encodings.to(prior.device)
     return cond
 
-def check_width(prior:DiffusionPrior, source:CaptionSource, clip=None):
-    "Refuse text embeddings whose width is not the prior's, naming both."
+# %% ../nbs/14_sample.ipynb #0ca3da34
+def check_text_width(prior:DiffusionPrior, source:CaptionSource, clip=None):
+    "Refuse text embeddings (precomputed in `source`, or from `clip`) whose width is not the prior's, naming both."
     width = source.width if source.text_shards is not None and not prior.condition_on_text_encodings else getattr(clip, 'dim_latent', None)
     if width is not None and width != prior.image_embed_dim:
         what = f'the text embeddings in {source.name}' if clip is None or source.text_shards is not None and not prior.condition_on_text_encodings else f'CLIP {getattr(clip, "name", "")!r}'
@@ -100,12 +107,13 @@ def batch_generator(seed:int, first_row:int)->torch.Generator:
     "The generator for the batch starting at `first_row`."
     return torch.Generator(device='cpu').manual_seed(seed * 1_000_003 + first_row)
 
-# %% ../nbs/14_sample.ipynb #a3c1d2e4
+# %% ../nbs/14_sample.ipynb #e8664b10
 def shard_batches(count:int, shard_size:int, batch_size:int, shards:list[int])->list[tuple[int, list[tuple[int, int]]]]:
     "Per output shard in `shards`, the row ranges `(start, end)` of its batches: the same however many processes share them."
     def bounds(k): return k * shard_size, min((k + 1) * shard_size, count)
     return [(k, [(s, min(s + batch_size, bounds(k)[1])) for s in range(*bounds(k), batch_size)]) for k in shards]
 
+# %% ../nbs/14_sample.ipynb #d28171b6
 def dealt(plan:list, rank:int, world_size:int)->list[list[tuple[int, int]]]:
     "Per shard of `plan`, the batches that process `rank` of `world_size` samples: the plan's batches dealt out in turn."
     out, first = [], 0
@@ -114,6 +122,7 @@ def dealt(plan:list, rank:int, world_size:int)->list[list[tuple[int, int]]]:
         first += len(batches)
     return out
 
+# %% ../nbs/14_sample.ipynb #03bc3b8f
 def write_gathered(out:Path, k:int, batches:list[tuple[int, int]], everyone:list[dict], source:CaptionSource, out_dtype=np.float16):
     "Write shard `k` from every process's `{first row: (image embeddings, text embeddings)}` of its `batches`."
     got = {s: part for parts in everyone for s, part in parts.items()}
@@ -121,23 +130,40 @@ def write_gathered(out:Path, k:int, batches:list[tuple[int, int]], everyone:list
     image, text = (np.concatenate([got[s][i] for s, _ in batches]).astype(out_dtype) for i in (0, 1))
     write_shard(out, k, image, text, {'row': np.arange(lo, hi, dtype=np.int64), **({'caption': source.captions[lo:hi]} if source.captions is not None else {})})
 
-# %% ../nbs/14_sample.ipynb #d6f4a5b7
+# %% ../nbs/14_sample.ipynb #9d2e6c01
 def negative_condition(prior:DiffusionPrior, text:str, cond_scale:float, clip=None)->dict:
     "`sample`'s `negative_text_embed` (and `negative_text_encodings`) for the negative prompt `text`, embedded by `clip`."
     if cond_scale == 1: raise ValueError('a negative prompt steers through guidance, which cond_scale 1 turns off: pass --cond_scale above 1 (e.g. 2)')
     source = CaptionSource([text], name='the negative prompt')
-    check_width(prior, source, clip)
-    return {f'negative_{k}': v for k, v in text_condition(prior, source, 0, 1, clip).items()}
+    check_text_width(prior, source, clip)
+    return {f'negative_{k}': v for k, v in condition_for_rows(prior, source, 0, 1, clip).items()}
 
+# %% ../nbs/14_sample.ipynb #010d8a7a
 def embed_rows(prior:DiffusionPrior, source:CaptionSource, start:int, end:int, *, clip=None, negative:dict|None=None,
                autocast_dtype=None, **sample_args)->tuple[np.ndarray, np.ndarray]: # sample_args: `sample`'s (generator, timesteps, ...)
     "(unit image embeddings, text embeddings) of rows [start, end) of `source`, float32 arrays."
-    cond = text_condition(prior, source, start, end, clip)
+    cond = condition_for_rows(prior, source, start, end, clip)
     with torch.autocast(prior.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         sampled = prior.sample(**cond, **(negative or {}), **sample_args)
     return F.normalize(sampled.float(), dim=-1).cpu().numpy(), cond['text_embed'].float().cpu().numpy()
 
-# %% ../nbs/14_sample.ipynb #6b1f8dd4
+# %% ../nbs/14_sample.ipynb #c3af0931
+AUTOCAST_DTYPES = {'float32': None, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+def check_job(prior:DiffusionPrior, source:CaptionSource, clip, dtype:str, world_size:int, gather)->torch.dtype|None:
+    "Refuse a job that cannot run (text width, `dtype`, several processes without a `gather`); the autocast dtype of `dtype`."
+    check_text_width(prior, source, clip)
+    if dtype not in AUTOCAST_DTYPES: raise ValueError(f'dtype must be one of {list(AUTOCAST_DTYPES)}, got {dtype!r}')
+    if world_size > 1 and gather is None: raise ValueError(f'{world_size} processes need a gather(obj, dst) to bring each shard to its writer')
+    return AUTOCAST_DTYPES[dtype]
+
+# %% ../nbs/14_sample.ipynb #639ac425
+def shards_to_do(out:Path, count:int, shard_size:int, batch_size:int)->tuple[int, list]:
+    "(the number of output shards, `shard_batches` of those not complete under `out`)."
+    num_shards = -(-count // shard_size)
+    return num_shards, shard_batches(count, shard_size, batch_size, [k for k in range(num_shards) if not shard_complete(out, k)])
+
+# %% ../nbs/14_sample.ipynb #8efae6d0
 SAMPLE_STEPS = 16   # the command's default sampling steps, chosen in 'How many sampling steps a job needs'
 
 def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path, *, clip=None, shard_size:int=100_000,
@@ -150,20 +176,14 @@ def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path,
     "Predict image embeddings for every row of `source` into clip-retrieval shards under `out`; returns counts and timing."
     from tqdm.auto import tqdm
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    check_width(prior, source, clip)
-    autocast = {'float32': None, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
-    if dtype not in autocast: raise ValueError(f'dtype must be one of {list(autocast)}, got {dtype!r}')
-    if world_size > 1 and gather is None: raise ValueError(f'{world_size} processes need a gather(obj, dst) to bring each shard to its writer')
+    autocast_dtype = check_job(prior, source, clip, dtype, world_size, gather)
     negative = negative_condition(prior, negative_prompt, cond_scale, clip) if negative_prompt is not None else None
     settings = dict(num_samples_per_batch=num_samples_per_batch, cond_scale=cond_scale, timesteps=timesteps, sampler=sampler,
-                    cuda_graph=cuda_graph, negative=negative, autocast_dtype=autocast[dtype], clip=clip)
-    num_shards = -(-source.count // shard_size)
-    # every process lists the shards to do before any is written: writing waits for the first gather, which all of them join
-    plan = shard_batches(source.count, shard_size, batch_size, [k for k in range(num_shards) if not shard_complete(out, k)])
+                    cuda_graph=cuda_graph, negative=negative, autocast_dtype=autocast_dtype, clip=clip)
+    num_shards, plan = shards_to_do(out, source.count, shard_size, batch_size)
     mine = dealt(plan, rank, world_size)
     rows, written = sum(e - s for batches in mine for s, e in batches), 0
-    bar = tqdm(total=rows, desc=f'sampling (rank {rank})', unit='emb', disable=not progress)
-    start_time = time.time()
+    bar, start_time = tqdm(total=rows, desc=f'sampling (rank {rank})', unit='emb', disable=not progress), time.time()
     prior.eval()
     for (k, batches), my_batches in zip(plan, mine):
         parts = {}
@@ -178,7 +198,7 @@ def predict_embeddings(prior:DiffusionPrior, source:CaptionSource, out:str|Path,
     return dict(shards=num_shards, written=written, skipped=num_shards - len(plan), rows=rows, batches=sum(map(len, mine)),
                 seconds=seconds, per_second=rows / seconds if seconds > 0 else float('nan'))
 
-# %% ../nbs/14_sample.ipynb #61666224
+# %% ../nbs/14_sample.ipynb #31be2e6d
 RECORDED = ('checkpoint', 'captions', 'caption_column', 'clip', 'clip_pretrained', 'cond_scale', 'num_samples_per_batch',
             'timesteps', 'sampler', 'negative_prompt', 'batch_size', 'shard_size', 'dtype', 'seed', 'use_ema')
 
@@ -192,6 +212,7 @@ def _check_record(path:Path, record:dict):
     if changed := sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k)):
         raise ValueError(f'{path.parent} was written with other options ({", ".join(changed)} differ); use another --out or the same options')
 
+# %% ../nbs/14_sample.ipynb #1921ac9b
 def checkpoint_prior(path:str, use_ema:bool=True)->DiffusionPrior:
     "The prior of a checkpoint file or a save_pretrained folder (`prior.config.clip` names the CLIP it was trained with)."
     p = Path(path)
@@ -199,7 +220,7 @@ def checkpoint_prior(path:str, use_ema:bool=True)->DiffusionPrior:
     if not p.exists(): raise FileNotFoundError(f'checkpoint {p} does not exist')
     return load_prior(p, use_ema=use_ema)
 
-# %% ../nbs/14_sample.ipynb #b0d8e9f1
+# %% ../nbs/14_sample.ipynb #ae228e6a
 NUM_SAMPLES_HELP = ('candidates per caption, the most text-similar kept; it costs diversity: on the shapes world at 16 steps, '
                     "best of 2 leaves the count that 'a red circle' leaves open (one shape or two) at 0.27 of the data's "
                     'spread, against 1.01 with one candidate, for fidelity 0.955 instead of 0.892')
@@ -208,6 +229,7 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     "`--help` with each option's default, but for required options and flags."
     def _get_help_string(self, action): return action.help if action.required or action.nargs == 0 else super()._get_help_string(action)
 
+# %% ../nbs/14_sample.ipynb #b0d8e9f1
 def sample_parser()->argparse.ArgumentParser:
     "The options of `prior_nbdev_sample`; `--help` shows each one's default."
     p = argparse.ArgumentParser(prog='prior_nbdev_sample', formatter_class=_DefaultsHelp, description='Predict CLIP image embeddings '
@@ -236,7 +258,7 @@ def sample_parser()->argparse.ArgumentParser:
     a('--no_progress', action='store_true', help='no progress bar')
     return p
 
-# %% ../nbs/14_sample.ipynb #11d13874
+# %% ../nbs/14_sample.ipynb #35fc74c6
 def _process_device(choice:str, state)->torch.device:
     "The device this process samples on: `state`'s for auto and cpu, else `choice`, checked."
     if choice in ('auto', 'cpu'): return state.device
@@ -249,6 +271,7 @@ def _process_device(choice:str, state)->torch.device:
         raise ValueError(f'--device {choice} names one device for {state.num_processes} processes: pass --device {device.type}, each process takes its own')
     return state.device if state.num_processes > 1 else device
 
+# %% ../nbs/14_sample.ipynb #b601d56b
 def _process_gather(state):
     "`predict_embeddings`'s gather across the processes of `state` (None for one), over gloo on the CPU whatever the devices."
     if state.num_processes == 1: return None
@@ -260,7 +283,22 @@ def _process_gather(state):
         return got
     return gather
 
-# %% ../nbs/14_sample.ipynb #d2f0a1b3
+# %% ../nbs/14_sample.ipynb #7dfb778e
+def _command_clip(args, prior:DiffusionPrior, source:CaptionSource):
+    "The CLIP the command embeds text with: `--clip`, else the checkpoint's; None where only precomputed text embeddings are read."
+    if source.text_shards is not None and not prior.condition_on_text_encodings and args.negative_prompt is None: return None
+    if args.clip: return clip_by_name(args.clip, args.clip_pretrained)
+    return make_clip(**prior.config.clip) if prior.config.clip else None   # the CLIP the checkpoint was trained with
+
+def _start_record(out:Path, args, state):
+    "Refuse a resume with other options; then the main process writes `out/sample_config.json`."
+    _check_record(out / 'sample_config.json', record := _options_record(args))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / 'sample_config.json', lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+
+# %% ../nbs/14_sample.ipynb #8db46327
 def sample_main(argv:list[str]|None=None):
     "Entry point of `prior_nbdev_sample`."
     from accelerate import PartialState
@@ -272,17 +310,10 @@ def sample_main(argv:list[str]|None=None):
         prior = checkpoint_prior(args.checkpoint, args.use_ema).to(device)
         if args.cuda_graph and device.type != 'cuda': raise ValueError(f'--cuda_graph needs a CUDA device; this process runs on {device}')
         source = read_captions(args.captions, args.caption_column)
-        clip = None
-        if source.text_shards is None or prior.condition_on_text_encodings or args.negative_prompt is not None:
-            if args.clip: clip = clip_by_name(args.clip, args.clip_pretrained)
-            elif prior.config.clip: clip = make_clip(**prior.config.clip)   # the CLIP the checkpoint was trained with
+        clip = _command_clip(args, prior, source)
         if clip is not None: clip = clip.to(device)
         out = Path(args.out)
-        _check_record(out / 'sample_config.json', record := _options_record(args))
-        state.wait_for_everyone()
-        if state.is_main_process:
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write(out / 'sample_config.json', lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+        _start_record(out, args, state)
         info = predict_embeddings(prior, source, out, clip=clip, shard_size=args.shard_size, batch_size=args.batch_size,
                                   cond_scale=args.cond_scale, num_samples_per_batch=args.num_samples_per_batch, timesteps=args.timesteps,
                                   sampler=args.sampler, negative_prompt=args.negative_prompt, seed=args.seed, dtype=args.dtype,

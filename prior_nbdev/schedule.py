@@ -12,8 +12,8 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'TIME_SAMPLINGS', 'cosine_beta_schedule', 'linear_beta_schedule', 'quadratic_beta_schedule',
-           'sigmoid_beta_schedule', 'jsd_beta_schedule', 'make_betas', 'at_timesteps', 'NoiseScheduler', 'ddpm_step',
-           'ddim_step', 'dalle2_ddim_times', 'ddim_times']
+           'sigmoid_beta_schedule', 'jsd_beta_schedule', 'make_betas', 'at_timesteps', 'diffusion_tables',
+           'NoiseScheduler', 'ddpm_step', 'ddim_step', 'dalle2_ddim_times', 'ddim_times']
 
 # %% ../nbs/01_schedule.ipynb #0006
 def cosine_beta_schedule(timesteps:int, # Number of diffusion steps T
@@ -77,7 +77,29 @@ def at_timesteps(table:Tensor, # (T,) per-step values
     "`table[t]` reshaped to broadcast against `like`."
     return table.gather(-1, t).reshape(t.shape[0], *((1,) * (like.ndim - 1)))
 
-# %% ../nbs/01_schedule.ipynb #001a
+# %% ../nbs/01_schedule.ipynb #b52a340a
+def diffusion_tables(betas:Tensor, # (T,) float64 betas
+                    )->dict[str, Tensor]: # name -> (T,) float64 table, under the reference's buffer names
+    "Every per-step table of the forward process and the posterior, computed from the betas."
+    alphas = 1. - betas
+    alphas_cumprod = torch.cumprod(alphas, 0)
+    alphas_cumprod_prev = F.pad(alphas_cumprod[:-1], (1, 0), value=1.)
+    # The posterior q(x_{t-1} | x_t, x_0) is Gaussian; its variance is 0 at t=0, hence the clamp before the log.
+    posterior_variance = betas * (1. - alphas_cumprod_prev) / (1. - alphas_cumprod)
+    return dict(
+        betas=betas, alphas_cumprod=alphas_cumprod, alphas_cumprod_prev=alphas_cumprod_prev,
+        sqrt_alphas_cumprod=alphas_cumprod.sqrt(), sqrt_one_minus_alphas_cumprod=(1. - alphas_cumprod).sqrt(),
+        log_one_minus_alphas_cumprod=(1. - alphas_cumprod).log(),
+        sqrt_recip_alphas_cumprod=(1. / alphas_cumprod).sqrt(), sqrt_recipm1_alphas_cumprod=(1. / alphas_cumprod - 1).sqrt(),
+        posterior_variance=posterior_variance,
+        posterior_log_variance_clipped=posterior_variance.clamp(min=1e-20).log(),
+        posterior_mean_coef1=betas * alphas_cumprod_prev.sqrt() / (1. - alphas_cumprod),
+        posterior_mean_coef2=(1. - alphas_cumprod_prev) * alphas.sqrt() / (1. - alphas_cumprod),
+        # The reference stores a P2 loss weight (Choi et al., 2022) that its prior never uses (its gamma is 0): all
+        # ones, kept only so that its state dicts load key for key.
+        p2_loss_weight=torch.ones_like(betas))
+
+# %% ../nbs/01_schedule.ipynb #30c5f84e
 class NoiseScheduler(nn.Module):
     "The tables of a Gaussian diffusion process with `timesteps` steps, and the algebra on them (no parameters, no loss)."
     def __init__(self, *,
@@ -87,25 +109,8 @@ class NoiseScheduler(nn.Module):
         super().__init__()
         betas = make_betas(beta_schedule, timesteps)
         self.beta_schedule, self.num_timesteps = beta_schedule, len(betas)
-        alphas = 1. - betas
-        alphas_cumprod = torch.cumprod(alphas, 0)
-        alphas_cumprod_prev = F.pad(alphas_cumprod[:-1], (1, 0), value=1.)
-        # The posterior q(x_{t-1} | x_t, x_0) is Gaussian; its variance is 0 at t=0, hence the clamp before the log.
-        posterior_variance = betas * (1. - alphas_cumprod_prev) / (1. - alphas_cumprod)
-        tables = dict(
-            betas=betas, alphas_cumprod=alphas_cumprod, alphas_cumprod_prev=alphas_cumprod_prev,
-            sqrt_alphas_cumprod=alphas_cumprod.sqrt(), sqrt_one_minus_alphas_cumprod=(1. - alphas_cumprod).sqrt(),
-            log_one_minus_alphas_cumprod=(1. - alphas_cumprod).log(),
-            sqrt_recip_alphas_cumprod=(1. / alphas_cumprod).sqrt(), sqrt_recipm1_alphas_cumprod=(1. / alphas_cumprod - 1).sqrt(),
-            posterior_variance=posterior_variance,
-            posterior_log_variance_clipped=posterior_variance.clamp(min=1e-20).log(),
-            posterior_mean_coef1=betas * alphas_cumprod_prev.sqrt() / (1. - alphas_cumprod),
-            posterior_mean_coef2=(1. - alphas_cumprod_prev) * alphas.sqrt() / (1. - alphas_cumprod),
-            # The reference stores a P2 loss weight (Choi et al., 2022) that its prior never uses (its gamma is 0): all
-            # ones, kept only so that its state dicts load key for key.
-            p2_loss_weight=torch.ones_like(betas))
         # Everything is computed in float64 and stored as float32, the precision the network runs in.
-        for name, table in tables.items(): self.register_buffer(name, table.to(torch.float32))
+        for name, table in diffusion_tables(betas).items(): self.register_buffer(name, table.to(torch.float32))
 
     def __repr__(self): return f'NoiseScheduler({self.beta_schedule!r}, timesteps={self.num_timesteps})'
 
@@ -118,6 +123,7 @@ def q_sample(self:NoiseScheduler, x_start:Tensor, t:Tensor, noise:Tensor|None=No
     noise = _noise_or_new(noise, x_start)
     return at_timesteps(self.sqrt_alphas_cumprod, t, x_start) * x_start + at_timesteps(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise
 
+# %% ../nbs/01_schedule.ipynb #33b12f12
 TIME_SAMPLINGS = ('uniform', 'logit_normal')
 
 @patch
@@ -187,12 +193,13 @@ def ddim_step(x_start:Tensor,       # (B, D) the network's estimate of x_0
     direction = ((1 - alpha_next) - sigma ** 2).sqrt()
     return x_start * alpha_next.sqrt() + sigma * noise + direction * pred_noise
 
-# %% ../nbs/01_schedule.ipynb #6d36b233
+# %% ../nbs/01_schedule.ipynb #d1382114
 def dalle2_ddim_times(num_timesteps:int, sample_timesteps:int)->list[tuple[int, int]]:
     "The reference DDIM's (time, next time) pairs: S-1 jumps, the last one to -1."
     times = torch.linspace(-1., num_timesteps, steps=sample_timesteps + 1)[:-1].int().tolist()[::-1]
     return list(zip(times[:-1], times[1:]))
 
+# %% ../nbs/01_schedule.ipynb #d81ede8c
 def ddim_times(num_timesteps:int, sample_timesteps:int)->list[int]:
     "`sample_timesteps` distinct, evenly spaced steps from T-1 down to 0."
     if not 1 <= sample_timesteps <= num_timesteps:

@@ -16,21 +16,20 @@ from .trainer import DiffusionPriorTrainer, mixed_precision_for
 from .checkpoint import load_prior_state
 from .checkpoint import read_checkpoint, load_prior_weights, write_line
 from .metrics import evaluate_prior, plot_training, METRIC_KEYS
-from .lab.truth import LinearProbes, ClaimRules, OWN_LABELS, ground_truth_report, ground_truth_lines, plot_ground_truth
 from .metrics import label_free_metrics, LABEL_FREE_KEYS
-from .clip import ClipConfig, clip_from_config, embed_pairs
+from .clip import ClipConfig, clip_from_config
 from .checkpoint import shown
 
 # %% auto #0
-__all__ = ['SAMPLING_FREE_KEYS', 'TRAINER_OPTIONS', 'DataConfig', 'TrainConfig', 'TrackerConfig', 'TrainDiffusionPriorConfig',
-           'config_from_dict', 'named_configs', 'config_file', 'parse_overrides', 'apply_overrides',
-           'translate_reference_config', 'resolved_config', 'load_config', 'build_prior', 'run_precision',
-           'clip_agreement', 'check_clip_matches', 'NonFiniteLossError', 'rng_state', 'set_rng_state', 'check_trackers',
-           'flat_config', 'train_log', 'link_latest', 'prepare_data', 'resume_or_init', 'test_metrics', 'load_rules',
-           'ground_truth_metrics', 'label_free_test_metrics', 'plot_label_free', 'trainer_from_config', 'TrainingRun',
+__all__ = ['SAMPLING_FREE_KEYS', 'RESERVED_METRICS', 'TRAINER_OPTIONS', 'LATEST', 'DataConfig', 'TrainConfig', 'TrackerConfig',
+           'TrainDiffusionPriorConfig', 'config_from_dict', 'named_configs', 'config_file', 'parse_overrides',
+           'apply_overrides', 'translate_reference_config', 'resolved_config', 'load_config', 'build_prior',
+           'run_precision', 'clip_agreement', 'check_clip_matches', 'NonFiniteLossError', 'rng_state', 'set_rng_state',
+           'check_trackers', 'flat_config', 'train_log', 'link_latest', 'prepare_data', 'resume_or_init',
+           'test_metrics', 'EvalData', 'Evaluation', 'load_evaluator', 'with_options', 'load_evaluators', 'save_figure',
+           'run_evaluators', 'label_free_test_metrics', 'plot_label_free', 'trainer_from_config', 'TrainingRun',
            'make_accelerator', 'planned_steps', 'start_run', 'save_run', 'validate_run', 'check_losses', 'log_losses',
-           'due', 'validate_and_save', 'train_steps', 'save_figure', 'finish_run', 'train', 'training_memory_gib',
-           'dry_run', 'main']
+           'due', 'validate_and_save', 'train_steps', 'finish_run', 'train', 'training_memory_gib', 'dry_run', 'main']
 
 # %% ../nbs/13_train.ipynb #0005
 @dataclass
@@ -77,10 +76,7 @@ class TrainConfig(Config):
     eval_timesteps:list=field(default_factory=lambda: [64]) # sampling steps for the test metrics; each count is evaluated
     eval_cond_scale:float=1.
     eval_num_samples_per_batch:int=1
-    eval_claims:str|None=None        # with data.label_columns: 'module:NAME' of the captions' ClaimRules; None: each pair's own labels
-    eval_ground_truth_settings:list=field(default_factory=lambda: [[1, 1.], [2, 1.], [1, 2.], [2, 2.]]) # (candidates, cond_scale) for the prior
-    eval_ground_truth_rows:int=10_000 # training rows the probes, the ridge predictor and the data's spread are fitted on
-    eval_ground_truth_test_rows:int=2000 # test rows whose captions the methods are scored on
+    evaluators:list=field(default_factory=list) # 'module:NAME' of evaluators run on the test split after training
     eval_label_free_rows:int=10_000  # test rows the label-free metrics compare samples with (0: none)
     eval_label_free_samples:int=2    # samples per caption for the conditional spread (at least 2)
     random_seed:int=0
@@ -355,39 +351,74 @@ def test_metrics(trainer:DiffusionPriorTrainer, loader:PriorLoader|None, tc:Trai
     return metrics
 
 # %% ../nbs/13_train.ipynb #fc1e5b9a
-def load_rules(spec:str|None)->ClaimRules:
-    "The `ClaimRules` that `train.eval_claims` names as 'module:NAME'; `OWN_LABELS` for None."
-    if spec is None: return OWN_LABELS
-    module, sep, name = spec.partition(':')
-    if not (sep and module and name): raise ValueError(f"train.eval_claims must be 'module:NAME', got {spec!r}")
-    try: rules = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e: raise ValueError(f'train.eval_claims={spec!r} cannot be loaded: {e}') from None
-    if not isinstance(rules, ClaimRules): raise ValueError(f'train.eval_claims={spec!r} is a {type(rules).__name__}, not a ClaimRules')
-    return rules
+@dataclass
+class EvalData:
+    "What an evaluator gets beside the prior: the run's loaders and its configuration."
+    train:PriorLoader                 # the train split (this process's share)
+    test:PriorLoader|None             # the test split (the validation split when there is none)
+    config:TrainDiffusionPriorConfig
+
+@dataclass
+class Evaluation:
+    "An evaluator's answer."
+    metrics:dict                      # JSON-ready: stored in metrics.json under the evaluator's name
+    figures:dict=field(default_factory=dict) # stem -> matplotlib figure, written as <stem>.png
+    lines:list=field(default_factory=list)   # printed after the run
+    logged:dict=field(default_factory=dict)  # name -> number, sent to the trackers as test/<name>
+
+# %% ../nbs/13_train.ipynb #9e3daa45
+RESERVED_METRICS = ('run', 'label_free')   # keys of metrics.json that evaluators cannot take
+
+def load_evaluator(spec:str|dict):
+    "The evaluator `train.evaluators` names: 'module:NAME', or {'use': 'module:NAME', option: value, ...} for a dataclass's fields."
+    if isinstance(spec, dict): return with_options(load_evaluator(spec.get('use', '')), {k: v for k, v in spec.items() if k != 'use'}, spec)
+    module, sep, name = str(spec).partition(':')
+    if not (sep and module and name): raise ValueError(f"train.evaluators: each must be 'module:NAME', got {spec!r}")
+    try: found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e: raise ValueError(f'train.evaluators: {spec!r} cannot be loaded: {e}') from None
+    if not (callable(found) and isinstance(getattr(found, 'name', None), str)):
+        raise ValueError(f'train.evaluators: {spec!r} is a {type(found).__name__}, not an evaluator (a callable with a name)')
+    return found
+
+# %% ../nbs/13_train.ipynb #4b5147c6
+def with_options(evaluator, options:dict, spec:dict):
+    "A copy of a dataclass `evaluator` with `options` replacing its fields (ValueError naming an unknown one)."
+    if not options: return evaluator
+    if not dataclasses.is_dataclass(evaluator): raise ValueError(f'train.evaluators: {spec!r} gives options, but {evaluator.name!r} takes none')
+    fields = {f.name for f in dataclasses.fields(evaluator)}
+    if unknown := sorted(set(options) - fields): raise ValueError(f'train.evaluators: {spec!r}: unknown option(s) {unknown}; known: {sorted(fields)}')
+    return dataclasses.replace(evaluator, **options)
+
+# %% ../nbs/13_train.ipynb #007326c2
+def load_evaluators(config:TrainDiffusionPriorConfig)->list:
+    "The evaluators `train.evaluators` names, each checked against `config` (ValueError naming the problem)."
+    found = [load_evaluator(spec) for spec in config.train.evaluators]
+    names = [e.name for e in found]
+    if clash := sorted({n for n in names if names.count(n) > 1 or n in RESERVED_METRICS + METRIC_KEYS}):
+        raise ValueError(f'train.evaluators: the name(s) {clash} are taken (by another evaluator or the run\'s own metrics)')
+    for spec, e in zip(config.train.evaluators, found):
+        if hasattr(e, 'check'): e.check(config)
+    return found
+
+# %% ../nbs/13_train.ipynb #56a607f7
+def save_figure(fig, path:Path, dpi:int):
+    "Write `fig` to `path` as PNG, atomically, and close it."
+    import matplotlib.pyplot as plt
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=dpi)); plt.close(fig)
+
 
 # %% ../nbs/13_train.ipynb #bde18146
-@torch.no_grad()
-def ground_truth_metrics(prior:DiffusionPrior, train_loader:PriorLoader, test_loader:PriorLoader|None, config:TrainDiffusionPriorConfig)->dict:
-    "What `prior`'s samples depict on the test rows, by probes fitted on labelled training rows ({} without labels or test rows)."
-    dc, tc = config.data, config.train
-    if not dc.label_columns or test_loader is None: return {}
-    rules, ds = load_rules(tc.eval_claims), train_loader.dataset
-    def read(start, end):
-        got = ds.read(start, end)
-        if 'text_embed' not in got: got['text_embed'] = embed_pairs(prior.clip, captions=got['captions'])[1].float()
-        return got, ds.read_labels(start, end)
-    train, train_labels = read(train_loader.start, min(train_loader.end, train_loader.start + tc.eval_ground_truth_rows))
-    test, test_labels = read(test_loader.start, min(test_loader.end, test_loader.start + tc.eval_ground_truth_test_rows))
-    probes = LinearProbes.fit(train['image_embed'], train_labels)
-    encodings = None
-    if prior.condition_on_text_encodings:
-        encodings = torch.cat([prior.clip.embed_text(prior.clip.tokenize(test['captions'][s:s + 512]))[1].cpu() for s in range(0, len(test['captions']), 512)])
-    with eval_mode(prior):
-        report = ground_truth_report(prior, probes, rules, test['captions'], test['text_embed'], test['image_embed'],
-                                     train['captions'], train['text_embed'], train['image_embed'], labels=test_labels,
-                                     settings=[tuple(s) for s in tc.eval_ground_truth_settings], timesteps=tc.eval_timesteps[0],
-                                     seed=tc.random_seed, text_encodings=encodings)
-    return dict(report, probe_accuracy=probes.accuracy(test['image_embed'], test_labels))
+def run_evaluators(run, prior:DiffusionPrior, test_loader:PriorLoader|None)->dict:
+    "Each of the run's evaluators on the trained prior: {name: metrics}; figures written, lines printed, scalars logged."
+    found, data = {}, EvalData(run.train_loader, test_loader, run.config)
+    for evaluator in run.evaluators:
+        with eval_mode(prior): result = evaluator(prior, data)
+        if result is None: continue
+        found[evaluator.name] = result.metrics
+        run.accelerator.log({f'test/{k}': v for k, v in result.logged.items()}, step=run.trainer.steps_done)
+        for stem, fig in result.figures.items(): save_figure(fig, run.out / f'{stem}.png', dpi=120)
+        for line in result.lines: write_line(line)
+    return found
 
 # %% ../nbs/13_train.ipynb #b879e216
 @torch.no_grad()
@@ -429,6 +460,8 @@ def trainer_from_config(prior:DiffusionPrior, tc:TrainConfig, **where)->Diffusio
     return DiffusionPriorTrainer(prior, **{n: getattr(tc, n) for n in TRAINER_OPTIONS}, **where)
 
 # %% ../nbs/13_train.ipynb #0c4b7e45
+LATEST = 'latest.pt'   # the run's checkpoint in its folder (tracker.data_path), written at every save; resumed from
+
 @dataclass
 class TrainingRun:
     "What a training run holds between its steps."
@@ -440,6 +473,7 @@ class TrainingRun:
     history:dict                      # what history.json holds: losses by step
     best_val:float                    # the best EMA validation loss so far
     total_steps:int                   # the step the run ends at
+    evaluators:list                   # run on the test split after training (`train.evaluators`)
     @property
     def out(self)->Path: return Path(self.config.tracker.data_path)
     @property
@@ -468,7 +502,7 @@ def planned_steps(trainer:DiffusionPriorTrainer, loader:PriorLoader, tc:TrainCon
 def start_run(config:TrainDiffusionPriorConfig, *, clip=None)->TrainingRun:
     "Processes and seeds, the checked data, the prior (its CLIP checked against the data), the trainer, resumed when it can be."
     tc = config.train
-    if config.data.label_columns: load_rules(tc.eval_claims)   # a wrong name fails now, not after training
+    evaluators = load_evaluators(config)   # a wrong name fails now, not after training
     accelerator = make_accelerator(config)
     rank, world = accelerator.process_index, accelerator.num_processes
     if accelerator.is_main_process: Path(config.tracker.data_path).mkdir(parents=True, exist_ok=True)
@@ -480,11 +514,11 @@ def start_run(config:TrainDiffusionPriorConfig, *, clip=None)->TrainingRun:
     if accelerator.is_main_process: write_line(f'precision {accelerator.mixed_precision}, {"compiled" if tc.compile else "eager"}, {world} process(es)')
     steps_per_epoch = len(train_loader)   # before a resume deals the epoch in progress anew
     trainer = trainer_from_config(prior, tc, accelerator=accelerator)
-    history, best_val = resume_or_init(trainer, train_loader, Path(config.tracker.data_path) / 'latest.pt', tc, rank, world)
+    history, best_val = resume_or_init(trainer, train_loader, Path(config.tracker.data_path) / LATEST, tc, rank, world)
     if config.tracker.log_with:
         accelerator.init_trackers(config.tracker.project_name, config=flat_config(asdict(config)), init_kwargs=config.tracker.init_kwargs or {})
     return TrainingRun(config, accelerator, trainer, train_loader, eval_loader, history, best_val,
-                       planned_steps(trainer, train_loader, tc, steps_per_epoch))
+                       planned_steps(trainer, train_loader, tc, steps_per_epoch), evaluators)
 
 # %% ../nbs/13_train.ipynb #5abc6ddd
 def save_run(run:TrainingRun, path:Path):
@@ -539,8 +573,8 @@ def validate_and_save(run:TrainingRun, eval_due:bool, save_due:bool, bar):
             run.best_val = m['ema_val_loss']
             if run.config.tracker.save_best: save_run(run, run.out / 'best.pt')
     if save_due:
-        if run.config.tracker.save_latest or done: save_run(run, run.out / 'latest.pt')
-        if done and run.main: link_latest(run.out / 'latest.pt')
+        if run.config.tracker.save_latest or done: save_run(run, run.out / LATEST)
+        if done and run.main: link_latest(run.out / LATEST)
         if run.main: _write_json(run.out / 'history.json', run.history)
 
 # %% ../nbs/13_train.ipynb #b88be6ad
@@ -562,7 +596,7 @@ def train_steps(run:TrainingRun, *, progress:bool=True, on_step=None)->dict:
             step = trainer.steps_done; done = step >= run.total_steps
             if step % tc.log_every_steps and not done: continue
             losses = torch.stack(pending).float().cpu(); pending = []
-            check_losses(losses, step, run.out / 'latest.pt')
+            check_losses(losses, step, run.out / LATEST)
             now = time.time(); rate = (step - at_clock) * rows / max(now - clock, 1e-9); clock, at_clock = now, step
             log_losses(run, losses, rate, bar)
             eval_due, save_due = due(run, last_eval, last_save)
@@ -577,22 +611,13 @@ def train_steps(run:TrainingRun, *, progress:bool=True, on_step=None)->dict:
     return dict(train_samples_per_s=round(speed, 1), **({'compile_seconds': round(compile_seconds, 1)} if tc.compile and compile_seconds else {}))
 
 # %% ../nbs/13_train.ipynb #db092c2d
-def save_figure(fig, path:Path, dpi:int):
-    "Write `fig` to `path` as PNG, atomically, and close it."
-    import matplotlib.pyplot as plt
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=dpi)); plt.close(fig)
-
 def finish_run(run:TrainingRun, speed:dict)->dict:
     "Evaluate the trained prior on the test split, write `metrics.json` and the figures, close the trackers; the metrics."
     trainer, acc, out, config = run.trainer, run.accelerator, run.out, run.config
     write_line(f'rank {acc.process_index}/{acc.num_processes}: trained to step {trainer.steps_done}')
     test_loader = run.eval_loader('test') or run.eval_loader('val')
     metrics = test_metrics(trainer, test_loader, config.train, acc)
-    if metrics and run.main and (truth := ground_truth_metrics(trainer.ema_model, run.train_loader, test_loader, config)):
-        metrics['ground_truth'] = truth
-        acc.log({f'test/fidelity/{name}': m['fidelity'] for name, m in truth['methods'].items()}, step=trainer.steps_done)
-        save_figure(plot_ground_truth(truth), out / 'ground_truth.png', dpi=120)
-        for line in ground_truth_lines(truth): write_line(line)
+    if metrics and run.main: metrics.update(run_evaluators(run, trainer.ema_model, test_loader))
     if metrics and run.main and (free := label_free_test_metrics(trainer.ema_model, test_loader, config.train)):
         metrics['label_free'] = free
         acc.log({f'test/label_free/{k}': v for k, v in free.items()}, step=trainer.steps_done)
@@ -601,7 +626,7 @@ def finish_run(run:TrainingRun, speed:dict)->dict:
     if metrics and run.main:
         _write_json(out / 'metrics.json', metrics)
         save_figure(plot_training(run.history, metrics), out / 'metrics.png', dpi=110)
-        print(json.dumps({k: v for k, v in metrics.items() if k not in ('ground_truth', 'run', 'label_free')}, indent=2), flush=True)
+        print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2), flush=True)
     if run.main: _write_json(out / 'history.json', run.history)
     acc.wait_for_everyone()
     acc.end_training()
@@ -632,7 +657,7 @@ def dry_run(config:TrainDiffusionPriorConfig, *, clip=None, world:int|None=None)
     device = torch.device(tc.device) if tc.device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     precision = attempt('train.amp', lambda: run_precision(tc.amp, device))
     attempt('tracker.log_with', lambda: check_trackers(config.tracker.log_with))
-    if dc.label_columns: attempt('train.eval_claims', lambda: load_rules(tc.eval_claims))
+    attempt('train.evaluators', lambda: load_evaluators(config))
     loaders = attempt('data', lambda: prepare_data(config, 0, 1))
     if clip is None and config.prior.clip is not None: clip = attempt(f'prior.clip {config.prior.clip}', lambda: clip_from_config(config.prior.clip))
     prior = attempt('prior', lambda: DiffusionPrior.from_config(config.prior, clip=clip))

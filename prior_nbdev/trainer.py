@@ -16,8 +16,8 @@ from .checkpoint import atomic_torch_save, read_checkpoint, prior_config, fit_pr
 from .checkpoint import file_stamp, stamped, without_clip, clip_weights, load_prior_state
 
 # %% auto #0
-__all__ = ['param_groups', 'WarmupCosine', 'EMA', 'mixed_precision_for', 'DiffusionPriorTrainer', 'check_optimizer_state',
-           'restore_optimizer', 'schedule_position']
+__all__ = ['param_groups', 'adamw_for', 'WarmupCosine', 'EMA', 'mixed_precision_for', 'accelerator_for', 'DiffusionPriorTrainer',
+           'check_optimizer_state', 'restore_optimizer', 'schedule_position']
 
 # %% ../nbs/10_trainer.ipynb #0005
 def param_groups(model:nn.Module, wd:float, group_wd_params:bool=True)->list[dict]:
@@ -27,10 +27,19 @@ def param_groups(model:nn.Module, wd:float, group_wd_params:bool=True)->list[dic
     return [dict(params=[p for p in params if p.ndim >= 2], weight_decay=wd),
             dict(params=[p for p in params if p.ndim < 2], weight_decay=0.)]
 
-# %% ../nbs/10_trainer.ipynb #0008
+# %% ../nbs/10_trainer.ipynb #d75857ba
+def adamw_for(model:nn.Module, device:torch.device, lr:float, wd:float, eps:float, betas:tuple, group_wd_params:bool=True)->torch.optim.AdamW:
+    "AdamW over `param_groups(model, wd, group_wd_params)`: the fused kernel on CUDA, the foreach one elsewhere."
+    return torch.optim.AdamW(param_groups(model, wd, group_wd_params), lr=lr, eps=eps, betas=betas,
+                             **(dict(fused=True) if device.type == 'cuda' else dict(foreach=True)))
+
+# %% ../nbs/10_trainer.ipynb #cdd98384
 class WarmupCosine:
     "Learning-rate factor: linear warmup, then an optional half-cosine decay to 0."
-    def __init__(self, warmup_steps:int|None=None, cosine_decay_max_steps:int|None=None):
+    def __init__(self,
+                 warmup_steps:int|None=None,           # the factor grows as (step + 1) / warmup_steps up to 1
+                 cosine_decay_max_steps:int|None=None, # half a cosine from 1 at step 0 down to 0 at this step, then 0
+                ):
         self.warmup_steps, self.cosine_decay_max_steps = warmup_steps, cosine_decay_max_steps
 
     def __call__(self, step:int)->float:
@@ -39,7 +48,7 @@ class WarmupCosine:
             factor *= 0.5 * (1 + math.cos(math.pi * min(step, self.cosine_decay_max_steps) / self.cosine_decay_max_steps))
         return factor
 
-# %% ../nbs/10_trainer.ipynb #c76975ad
+# %% ../nbs/10_trainer.ipynb #82db07e6
 class EMA(nn.Module):
     "An exponential moving average of a prior's network, kept as a prior of its own (`ema_model`) that shares the CLIP."
     def __init__(self, prior:DiffusionPrior,
@@ -55,23 +64,27 @@ class EMA(nn.Module):
         self.ema_model.net.load_state_dict(prior.net.state_dict())
         self.ema_model.requires_grad_(False)
 
-    def decay(self, step:int)->float:
-        "The decay used by the update after optimiser step `step` (one past `update_after_step` is t = 0)."
-        t = step - self.update_after_step - 1
-        return min(self.beta, (1 + t) / (10 + t)) if self.warmup else self.beta
+# %% ../nbs/10_trainer.ipynb #6ed34f8d
+@patch
+def decay(self:EMA, step:int)->float:
+    "The decay used by the update after optimiser step `step` (one past `update_after_step` is t = 0)."
+    t = step - self.update_after_step - 1
+    return min(self.beta, (1 + t) / (10 + t)) if self.warmup else self.beta
 
-    @torch.no_grad()
-    def update(self, prior:DiffusionPrior, step:int):
-        "Follow or average `prior`'s network after optimiser step `step` (counting from 1)."
-        ema, net = self.ema_model.net, prior.net
-        pairs = list(zip([*ema.parameters(), *ema.buffers()], [*net.parameters(), *net.buffers()]))
-        if step <= self.update_after_step:
-            torch._foreach_copy_([e for e, _ in pairs], [p for _, p in pairs])
-        elif step % self.update_every == 0:
-            floats = [(e, p) for e, p in pairs if e.is_floating_point()]
-            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - self.decay(step))
+# %% ../nbs/10_trainer.ipynb #cc748d3f
+@patch
+@torch.no_grad()
+def update(self:EMA, prior:DiffusionPrior, step:int):
+    "Follow or average `prior`'s network after optimiser step `step` (counting from 1)."
+    ema, net = self.ema_model.net, prior.net
+    pairs = list(zip([*ema.parameters(), *ema.buffers()], [*net.parameters(), *net.buffers()]))
+    if step <= self.update_after_step:
+        torch._foreach_copy_([e for e, _ in pairs], [p for _, p in pairs])
+    elif step % self.update_every == 0:
+        floats = [(e, p) for e, p in pairs if e.is_floating_point()]
+        torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1 - self.decay(step))
 
-# %% ../nbs/10_trainer.ipynb #000b
+# %% ../nbs/10_trainer.ipynb #506c1c00
 def mixed_precision_for(amp:bool|str, device:torch.device)->str:
     "Accelerate's mixed_precision for `amp`: True picks bf16 where supported, else fp16."
     if amp in (False, None, 'no'): return 'no'
@@ -79,6 +92,20 @@ def mixed_precision_for(amp:bool|str, device:torch.device)->str:
     if amp is True: return 'bf16' if device.type == 'cpu' or torch.cuda.is_bf16_supported() else 'fp16'
     raise ValueError(f"amp must be True, False, 'bf16', 'fp16' or 'no'; got {amp!r}")
 
+# %% ../nbs/10_trainer.ipynb #d5e67438
+def accelerator_for(accelerator:Accelerator|None, device:str|torch.device|None, amp:bool|str)->Accelerator:
+    "`accelerator`, checked against `device` and `amp`; when None, one made from them (device None: CUDA when available)."
+    if accelerator is None:
+        device = torch.device(device) if device is not None else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        if device.type == 'cuda' and device.index is not None: torch.cuda.set_device(device)
+        return Accelerator(cpu=device.type == 'cpu', mixed_precision=mixed_precision_for(amp, device))
+    if device is not None and torch.device(device).type != accelerator.device.type:
+        raise ValueError(f'device={device!r} but the accelerator given runs on {accelerator.device}')
+    if amp not in (False, None) and mixed_precision_for(amp, accelerator.device) != accelerator.mixed_precision:
+        raise ValueError(f'amp={amp!r} but the accelerator given uses mixed_precision={accelerator.mixed_precision!r}; configure it there')
+    return accelerator
+
+# %% ../nbs/10_trainer.ipynb #45ceba61
 class DiffusionPriorTrainer(nn.Module):
     "Trains a `DiffusionPrior`: AdamW, warmup/cosine schedule, clipping, EMA, Accelerate."
     def __init__(self, diffusion_prior:DiffusionPrior,
@@ -98,21 +125,11 @@ class DiffusionPriorTrainer(nn.Module):
                 ):
         super().__init__()
         if not isinstance(diffusion_prior, DiffusionPrior): raise TypeError(f'diffusion_prior must be a DiffusionPrior, got {type(diffusion_prior).__name__}')
-        if accelerator is None:
-            device = torch.device(device) if device is not None else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-            if device.type == 'cuda' and device.index is not None: torch.cuda.set_device(device)
-            accelerator = Accelerator(cpu=device.type == 'cpu', mixed_precision=mixed_precision_for(amp, device))
-        else:
-            if device is not None and torch.device(device).type != accelerator.device.type:
-                raise ValueError(f'device={device!r} but the accelerator given runs on {accelerator.device}')
-            if amp not in (False, None) and mixed_precision_for(amp, accelerator.device) != accelerator.mixed_precision:
-                raise ValueError(f'amp={amp!r} but the accelerator given uses mixed_precision={accelerator.mixed_precision!r}; configure it there')
-        self.accelerator, self.device = accelerator, accelerator.device
-        self.use_ema, self.max_grad_norm = use_ema, max_grad_norm
+        self.accelerator = accelerator = accelerator_for(accelerator, device, amp)
+        self.device, self.use_ema, self.max_grad_norm = accelerator.device, use_ema, max_grad_norm
         self.optim_kwargs = dict(lr=lr, wd=wd, eps=eps, betas=betas, group_wd_params=group_wd_params)
         diffusion_prior.to(self.device)
-        optimizer = torch.optim.AdamW(param_groups(diffusion_prior, wd, group_wd_params), lr=lr, eps=eps, betas=betas,
-                                      **(dict(fused=True) if self.device.type == 'cuda' else dict(foreach=True)))
+        optimizer = adamw_for(diffusion_prior, self.device, lr, wd, eps, betas, group_wd_params)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, cosine_decay_max_steps))
         # The schedule is stepped once per optimiser step here, in steps; Accelerate's wrapper would step it once per process.
         self.diffusion_prior, self.optimizer = accelerator.prepare(diffusion_prior, optimizer)
@@ -121,26 +138,29 @@ class DiffusionPriorTrainer(nn.Module):
         self.steps_done = 0         # optimiser steps taken: the one step counter
         self.last_grad_norm = None
 
-    @property
-    def unwrapped_prior(self)->DiffusionPrior:
-        "The prior without its distributed wrapper."
-        return self.accelerator.unwrap_model(self.diffusion_prior)
+# %% ../nbs/10_trainer.ipynb #e5efad01
+@patch(as_prop=True)
+def unwrapped_prior(self:DiffusionPriorTrainer)->DiffusionPrior:
+    "The prior without its distributed wrapper."
+    return self.accelerator.unwrap_model(self.diffusion_prior)
 
-    @property
-    def ema_model(self)->DiffusionPrior:
-        "The EMA prior when `use_ema`, else the prior being trained."
-        return self.ema_diffusion_prior.ema_model if self.use_ema else self.unwrapped_prior
+@patch(as_prop=True)
+def ema_model(self:DiffusionPriorTrainer)->DiffusionPrior:
+    "The EMA prior when `use_ema`, else the prior being trained."
+    return self.ema_diffusion_prior.ema_model if self.use_ema else self.unwrapped_prior
 
-    @property
-    def step(self)->Tensor:
-        "`steps_done` as the reference's one-element tensor."
-        return torch.tensor([self.steps_done])
+# %% ../nbs/10_trainer.ipynb #13c69222
+@patch(as_prop=True)
+def step(self:DiffusionPriorTrainer)->Tensor:
+    "`steps_done` as the reference's one-element tensor."
+    return torch.tensor([self.steps_done])
 
-# %% ../nbs/10_trainer.ipynb #000f
+# %% ../nbs/10_trainer.ipynb #066a27f6
 def _chunks(batch_size:int, max_batch_size:int|None):
     size = batch_size if max_batch_size is None else max_batch_size
     return [(s, min(s + size, batch_size)) for s in range(0, batch_size, size)]
 
+# %% ../nbs/10_trainer.ipynb #558d3359
 @patch
 def forward(self:DiffusionPriorTrainer, text:Tensor|None=None, image:Tensor|None=None, text_embed:Tensor|None=None,
             image_embed:Tensor|None=None, text_encodings:Tensor|None=None, *, max_batch_size:int|None=None)->Tensor:
@@ -156,6 +176,7 @@ def forward(self:DiffusionPriorTrainer, text:Tensor|None=None, image:Tensor|None
         total += loss.detach().float()
     return total
 
+# %% ../nbs/10_trainer.ipynb #4440ff9c
 @patch
 def update(self:DiffusionPriorTrainer):
     "Clip gradients, step the optimiser and learning-rate schedule, update the EMA, count the step."
@@ -167,18 +188,7 @@ def update(self:DiffusionPriorTrainer):
     self.steps_done += 1        # a host-side count, so that deciding about the EMA needs no device sync
     if self.use_ema: self.ema_diffusion_prior.update(self.unwrapped_prior, self.steps_done)
 
-# %% ../nbs/10_trainer.ipynb #0015
-@patch
-@torch.no_grad()
-def p_sample_loop(self:DiffusionPriorTrainer, shape:tuple, text_cond:dict, cond_scale:float=1., timesteps:int|None=None,
-                  *, sampler:str|None=None, eta:float|None=None, max_batch_size:int|None=None)->Tensor:
-    "`DiffusionPrior.p_sample_loop` with the EMA weights, optionally in chunks."
-    model, batch = self.ema_model, shape[0]
-    text_cond = {k: v.to(self.device) for k, v in text_cond.items()}
-    outs = [model.p_sample_loop((e - s, *shape[1:]), {k: v[s:e] for k, v in text_cond.items()}, cond_scale=cond_scale,
-                                timesteps=timesteps, sampler=sampler, eta=eta) for s, e in _chunks(batch, max_batch_size)]
-    return torch.cat(outs)
-
+# %% ../nbs/10_trainer.ipynb #955fd0c2
 @patch
 @torch.no_grad()
 def sample(self:DiffusionPriorTrainer, text:Tensor|None=None, num_samples_per_batch:int=2, cond_scale:float=1.,
@@ -196,6 +206,19 @@ def sample(self:DiffusionPriorTrainer, text:Tensor|None=None, num_samples_per_ba
                                   cond_scale=cond_scale, timesteps=timesteps, **controls) for s, e in chunks]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
+# %% ../nbs/10_trainer.ipynb #491e0f20
+@patch
+@torch.no_grad()
+def p_sample_loop(self:DiffusionPriorTrainer, shape:tuple, text_cond:dict, cond_scale:float=1., timesteps:int|None=None,
+                  *, sampler:str|None=None, eta:float|None=None, max_batch_size:int|None=None)->Tensor:
+    "`DiffusionPrior.p_sample_loop` with the EMA weights, optionally in chunks."
+    model, batch = self.ema_model, shape[0]
+    text_cond = {k: v.to(self.device) for k, v in text_cond.items()}
+    outs = [model.p_sample_loop((e - s, *shape[1:]), {k: v[s:e] for k, v in text_cond.items()}, cond_scale=cond_scale,
+                                timesteps=timesteps, sampler=sampler, eta=eta) for s, e in _chunks(batch, max_batch_size)]
+    return torch.cat(outs)
+
+# %% ../nbs/10_trainer.ipynb #1462ae18
 @patch
 @torch.no_grad()
 def embed_text(self:DiffusionPriorTrainer, text:Tensor)->tuple[Tensor, Tensor]:
@@ -203,12 +226,13 @@ def embed_text(self:DiffusionPriorTrainer, text:Tensor)->tuple[Tensor, Tensor]:
     if self.unwrapped_prior.clip is None: raise ValueError('this prior has no CLIP adapter to embed text with')
     return self.unwrapped_prior.clip.embed_text(text.to(self.device))
 
-# %% ../nbs/10_trainer.ipynb #5c945282
+# %% ../nbs/10_trainer.ipynb #a7d59456
 def _step_of(value, name:str)->int:
     step = value.item() if isinstance(value, Tensor) and value.numel() == 1 else value
     if type(step) is not int or step < 0: raise ValueError(f'{name}: "step" must be a count of steps, got {shown(value)}')
     return step
 
+# %% ../nbs/10_trainer.ipynb #d3108f7e
 def _check_weights(module:nn.Module, weights, name:str, part:str, strict:bool):
     if not isinstance(weights, dict) or not all(isinstance(v, Tensor) for v in weights.values()):
         raise ValueError(f'{name}: "{part}" must hold weights (a dict of tensors)')
@@ -217,7 +241,7 @@ def _check_weights(module:nn.Module, weights, name:str, part:str, strict:bool):
     problem = fit_problem(expected, weights) if strict else fit_problem({k: s for k, s in expected.items() if k in weights}, weights)
     if problem: raise ValueError(f'{name}: "{part}" does not fit this trainer\'s prior: {problem}')
 
-# %% ../nbs/10_trainer.ipynb #691f3397
+# %% ../nbs/10_trainer.ipynb #7d51a131
 def check_optimizer_state(optimizer:torch.optim.Optimizer, saved, name:str):
     "Refuse optimizer state that does not fit `optimizer`: group and parameter counts, moment shapes, numbers."
     if not (isinstance(saved, dict) and isinstance(saved.get('state'), dict) and isinstance(saved.get('param_groups'), list)):
@@ -235,13 +259,14 @@ def check_optimizer_state(optimizer:torch.optim.Optimizer, saved, name:str):
                    (key != 'step' and (not isinstance(value, Tensor) or value.shape != param.shape)):
                     raise ValueError(f'{name}: optimizer state {shown(key)} does not fit a parameter of shape {tuple(param.shape)}')
 
-# %% ../nbs/10_trainer.ipynb #7a6a5ea6
+# %% ../nbs/10_trainer.ipynb #375c7993
 def restore_optimizer(optimizer:torch.optim.Optimizer, saved:dict):
     "AdamW's moments and steps from a checked `saved`; its settings (betas, eps, weight decay, flags) stay `optimizer`'s own."
     settings = [{k: v for k, v in g.items() if k not in ('params', 'lr', 'initial_lr')} for g in optimizer.param_groups]
     optimizer.load_state_dict(saved)
     for group, own in zip(optimizer.param_groups, settings): group.update(own)
 
+# %% ../nbs/10_trainer.ipynb #4867be1f
 def schedule_position(scheduler:torch.optim.lr_scheduler.LambdaLR, saved, name:str)->dict:
     "The checked state to restore where a schedule stood (step, learning rates); its shape (warmup, decay) stays `scheduler`'s."
     n = len(scheduler.base_lrs)
@@ -252,7 +277,7 @@ def schedule_position(scheduler:torch.optim.lr_scheduler.LambdaLR, saved, name:s
     kept = {k: saved[k] for k in ('last_epoch', '_step_count', 'base_lrs', '_last_lr') if k in saved}
     return {**scheduler.state_dict(), **kept, 'lr_lambdas': [None] * n}
 
-# %% ../nbs/10_trainer.ipynb #0019
+# %% ../nbs/10_trainer.ipynb #df0a9c85
 @patch
 def save(self:DiffusionPriorTrainer, path:str|Path, overwrite:bool=True, **extra):
     "Write a complete, atomic checkpoint (main process only); `extra` values are stored beside the weights."
@@ -266,11 +291,10 @@ def save(self:DiffusionPriorTrainer, path:str|Path, overwrite:bool=True, **extra
         state['ema_model'] = without_clip(self.ema_model.state_dict())
     atomic_torch_save(state, path)
 
+# %% ../nbs/10_trainer.ipynb #6784ca94
 @patch
-def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:bool=True, strict:bool=True)->dict:
-    "Restore weights, EMA, optimiser, schedule and step from a checkpoint; returns the checkpoint dict."
-    name = 'the given checkpoint' if isinstance(path_or_state, dict) else str(path_or_state)
-    state = path_or_state if isinstance(path_or_state, dict) else read_checkpoint(path_or_state)
+def _check_checkpoint(self:DiffusionPriorTrainer, state, name:str, strict:bool=True)->int:
+    "Refuse a checkpoint whose weights do not fit this trainer, or whose step is not a count; its step."
     if not isinstance(state, dict) or 'model' not in state:
         raise ValueError(f'{name} is not a trainer checkpoint: it has no "model" entry (keys: {shown(sorted(state) if isinstance(state, dict) else type(state).__name__)})')
     _check_weights(self.unwrapped_prior, state['model'], name, 'model', strict)
@@ -280,6 +304,24 @@ def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:b
     if self.use_ema and state.get('ema_model') is not None:
         _check_weights(self.ema_model, {k: v for k, v in state['ema_model'].items() if k in state['model']}
                        if isinstance(state['ema_model'], dict) else state['ema_model'], name, 'ema_model', strict)
+    return step
+
+# %% ../nbs/10_trainer.ipynb #8bf225f6
+@patch
+def _use_own_lr(self:DiffusionPriorTrainer):
+    "Make the constructor's learning rate the schedule's base again, at the schedule's current step."
+    for group in self.optimizer.param_groups: group['initial_lr'] = self.optim_kwargs['lr']
+    self.scheduler.base_lrs = [self.optim_kwargs['lr']] * len(self.optimizer.param_groups)
+    for group, factor in zip(self.optimizer.param_groups, [l(self.scheduler.last_epoch) for l in self.scheduler.lr_lambdas]):
+        group['lr'] = self.optim_kwargs['lr'] * factor
+
+# %% ../nbs/10_trainer.ipynb #b8476037
+@patch
+def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:bool=True, strict:bool=True)->dict:
+    "Restore weights, EMA, optimiser, schedule and step from a checkpoint; returns the checkpoint dict."
+    name = 'the given checkpoint' if isinstance(path_or_state, dict) else str(path_or_state)
+    state = path_or_state if isinstance(path_or_state, dict) else read_checkpoint(path_or_state)
+    step = self._check_checkpoint(state, name, strict)
     if not stamped(state): return self._load_reference(state, overwrite_lr=overwrite_lr, strict=strict)
     check_optimizer_state(self.optimizer, state.get('optimizer'), name)
     position = schedule_position(self.scheduler, state.get('scheduler'), name)
@@ -287,15 +329,11 @@ def load(self:DiffusionPriorTrainer, path_or_state:str|Path|dict, overwrite_lr:b
     self.steps_done = step
     restore_optimizer(self.optimizer, state['optimizer'])
     self.scheduler.load_state_dict(position)
-    if overwrite_lr:  # the learning rate of this trainer's constructor wins over the saved one
-        for group in self.optimizer.param_groups: group['initial_lr'] = self.optim_kwargs['lr']
-        self.scheduler.base_lrs = [self.optim_kwargs['lr']] * len(self.optimizer.param_groups)
-        for group, factor in zip(self.optimizer.param_groups, [l(self.scheduler.last_epoch) for l in self.scheduler.lr_lambdas]):
-            group['lr'] = self.optim_kwargs['lr'] * factor
+    if overwrite_lr: self._use_own_lr()   # the learning rate of this trainer's constructor wins over the saved one
     if self.use_ema: load_prior_state(self.ema_model, state['ema_model'], strict)
     return state
 
-# %% ../nbs/10_trainer.ipynb #0021
+# %% ../nbs/10_trainer.ipynb #27e26534
 def _reference_param_names(model_state:dict)->list[str]|None:
     "Parameter names in the order the reference's optimizer holds them (None when it cannot be told)."
     if clip_weights(model_state): return None   # CLIP's params and buffers cannot be told apart
@@ -308,6 +346,32 @@ def _reference_param_names(model_state:dict)->list[str]|None:
         names.append(key)
     return names
 
+# %% ../nbs/10_trainer.ipynb #ad556b6b
+def _reference_indices(names:list[str], shapes:dict, saved_groups:list)->dict:
+    "{parameter name: its index in the reference's optimizer state}, for the groups whose sizes agree with ours."
+    groups = [[n for n in names if len(shapes[n]) >= 2], [n for n in names if len(shapes[n]) < 2]] if len(saved_groups) == 2 else [names]
+    index_to_name = {i: n for g, group in zip(saved_groups, groups) if len(g['params']) == len(group) for i, n in zip(g['params'], group)}
+    return {n: i for i, n in index_to_name.items()}
+
+# %% ../nbs/10_trainer.ipynb #b196343a
+@patch
+def _reference_optimizer_state(self:DiffusionPriorTrainer, model_state:dict, saved)->int:
+    "Give our parameters the reference's AdamW moments of the same name and shape; how many were restored."
+    names = _reference_param_names(model_state)
+    if names is None or saved is None: return 0
+    index = _reference_indices(names, {k: tuple(v.shape) for k, v in model_state.items()}, saved['param_groups'])
+    name_of, kept = {id(p): n for n, p in self.unwrapped_prior.named_parameters()}, 0
+    for group in self.optimizer.param_groups:
+        for p in group['params']:
+            i = index.get(name_of.get(id(p)))
+            st = saved['state'].get(i) if i is not None else None
+            if isinstance(st, dict) and set(st) <= {'step', 'exp_avg', 'exp_avg_sq'} and \
+               all(isinstance(v, Tensor) and (v.shape == p.shape if k != 'step' else v.numel() == 1) for k, v in st.items()):
+                self.optimizer.state[p] = {k: (v.to(p.device) if k.startswith('exp_avg') else v) for k, v in st.items()}
+                kept += 1
+    return kept
+
+# %% ../nbs/10_trainer.ipynb #c9f6012f
 @patch
 def _load_reference(self:DiffusionPriorTrainer, state:dict, overwrite_lr:bool=True, strict:bool=True)->dict:
     "Load a dalle2-pytorch trainer checkpoint: weights, EMA, step, and the optimizer state that fits."
@@ -320,24 +384,7 @@ def _load_reference(self:DiffusionPriorTrainer, state:dict, overwrite_lr:bool=Tr
         ema = state.get('ema_model')
         if ema is None: warnings.warn('the checkpoint has no EMA weights; the EMA starts from the loaded weights'); ema = model_state
         load_prior_state(self.ema_model, {k: v for k, v in ema.items() if k in model_state}, strict)
-    names, saved = _reference_param_names(state['model']), state.get('optimizer')
-    kept = 0
-    if names is not None and saved is not None:
-        shapes = {k: tuple(v.shape) for k, v in state['model'].items()}
-        groups = [[n for n in names if len(shapes[n]) >= 2], [n for n in names if len(shapes[n]) < 2]] if len(saved['param_groups']) == 2 else [names]
-        index_to_name = {i: n for g, group in zip(saved['param_groups'], groups) if len(g['params']) == len(group) for i, n in zip(g['params'], group)}
-        ours = dict(self.unwrapped_prior.named_parameters())
-        name_of = {id(p): n for n, p in ours.items()}
-        ref_index = {n: i for i, n in index_to_name.items()}
-        for group in self.optimizer.param_groups:
-            for p in group['params']:
-                i = ref_index.get(name_of.get(id(p)))
-                st = saved['state'].get(i) if i is not None else None
-                if isinstance(st, dict) and set(st) <= {'step', 'exp_avg', 'exp_avg_sq'} and \
-                   all(isinstance(v, Tensor) and (v.shape == p.shape if k != 'step' else v.numel() == 1) for k, v in st.items()):
-                    self.optimizer.state[p] = {k: (v.to(p.device) if k.startswith('exp_avg') else v) for k, v in st.items()}
-                    kept += 1
-    total = sum(len(g['params']) for g in self.optimizer.param_groups)
+    kept, total = self._reference_optimizer_state(state['model'], state.get('optimizer')), sum(len(g['params']) for g in self.optimizer.param_groups)
     if kept < total: warnings.warn(f'optimizer state restored for {kept} of {total} parameters (the rest start fresh)')
     self.scheduler.last_epoch = step
     for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):

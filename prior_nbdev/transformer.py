@@ -12,7 +12,7 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['LayerNorm', 'RotaryEmbedding', 'apply_rotary', 'RelPosBias', 'fold_heads', 'Attention', 'SwiGLU', 'FeedForward',
-           'CausalTransformer', 'SinusoidalPosEmb', 'MLP']
+           'CausalTransformer', 'hide_keys', 'SinusoidalPosEmb', 'MLP']
 
 # %% ../nbs/02_transformer.ipynb #0006
 class LayerNorm(nn.Module):
@@ -42,11 +42,13 @@ class RotaryEmbedding(nn.Module):
         angles = (positions.float()[:, None] * self.freqs.float()).repeat_interleave(2, dim=-1)
         return angles.cos(), angles.sin()
 
+# %% ../nbs/02_transformer.ipynb #c0d5c340
 def _rotate_pairs(x:Tensor)->Tensor:
     "(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)"
     x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
     return torch.stack((-x2, x1), dim=-1).flatten(-2)
 
+# %% ../nbs/02_transformer.ipynb #6e8596b8
 def apply_rotary(x:Tensor, # (..., n, d) queries or keys
                  cos:Tensor, sin:Tensor, # (n, r) from `RotaryEmbedding.angles`, r <= d
                 )->Tensor:
@@ -71,18 +73,22 @@ class RelPosBias(nn.Module):
         far = (exact + (log_ratio * (self.num_buckets - exact)).long()).clamp(max=self.num_buckets - 1)
         return torch.where(distance < exact, distance, far)
 
-    def forward(self, query_positions:Tensor, # (i,) positions of the queries
-                num_keys:int,                 # keys, the null key included
-               )->Tensor:                     # (heads, i, num_keys)
-        key_index = torch.arange(num_keys, device=query_positions.device)
-        distance = (query_positions[:, None] - key_index[None, :]).clamp(min=0)
-        return self.relative_attention_bias(self.bucket(distance)).permute(2, 0, 1)
+# %% ../nbs/02_transformer.ipynb #c73d7afb
+@patch
+def forward(self:RelPosBias, query_positions:Tensor, # (i,) positions of the queries
+            num_keys:int,                             # keys, the null key included
+           )->Tensor:                                 # (heads, i, num_keys)
+    "The bias of each head for each query (rows) and key (columns; key 0 is the null key)."
+    key_index = torch.arange(num_keys, device=query_positions.device)
+    distance = (query_positions[:, None] - key_index[None, :]).clamp(min=0)
+    return self.relative_attention_bias(self.bucket(distance)).permute(2, 0, 1)
 
-# %% ../nbs/02_transformer.ipynb #0010
+# %% ../nbs/02_transformer.ipynb #326e98c5
 def fold_heads(mask:Tensor)->Tensor:
     "(..., heads, n, keys) -> (..., 1, n·heads, keys): a per-head mask for the queries laid out token by token, head by head."
     return mask.transpose(-3, -2).flatten(-3, -2).unsqueeze(-3)
 
+# %% ../nbs/02_transformer.ipynb #0010
 class Attention(nn.Module):
     "Pre-norm multi-query attention with a learned null key/value and cosine-similarity scores."
     def __init__(self, dim:int, *, dim_head:int=64, heads:int=8, dropout:float=0.,
@@ -101,37 +107,49 @@ class Attention(nn.Module):
         "Queries and keys at unit length, so that their products are cosine similarities."
         return F.normalize(x, dim=-1)
 
-    def forward(self, x:Tensor,              # (b, n, dim) the new tokens
-                attn_mask:Tensor,            # (heads or b·heads..., n, 1 + past + n) additive: position bias, -inf where masked
-                rotary:tuple[Tensor, Tensor]|None=None, # cos, sin (n, r) at the new tokens' positions
-                past_kv:tuple[Tensor, Tensor]|None=None, # keys, values (b, past, dim_head) of earlier tokens
-               )->tuple[Tensor, tuple[Tensor, Tensor]]:  # (b, n, dim) output; keys, values (b, n, dim_head) of x
-        b, n, _ = x.shape
-        x = self.norm(x)
-        q = self.to_q(x).view(b, n, self.heads, self.dim_head)                        # (b, n, h, d)
-        k, v = self.to_kv(x).chunk(2, dim=-1)                                         # (b, n, d) each
-        if rotary is not None:
-            cos, sin = rotary
-            q, k = apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos, sin)
-        null_k, null_v = self.null_kv[0], self.null_kv[1]
-        q, k, null_k = self.qk_norm(q), self.qk_norm(k), self.qk_norm(null_k)
-        new_kv = (k, v)
-        keys = [null_k.to(k.dtype).expand(b, 1, -1)] + ([past_kv[0]] if past_kv is not None else []) + [k]
-        values = [null_v.to(v.dtype).expand(b, 1, -1)] + ([past_kv[1]] if past_kv is not None else []) + [v]
-        k, v = torch.cat(keys, dim=1), torch.cat(values, dim=1)                      # (b, 1 + past + n, d)
-        out = F.scaled_dot_product_attention(                                         # heads folded into the queries
-            q.reshape(b, 1, n * self.heads, self.dim_head), k[:, None], v[:, None],
-            attn_mask=fold_heads(attn_mask).to(q.dtype), dropout_p=self.dropout if self.training else 0.,
-            scale=self.scale)                                                         # (b, 1, n·h, d)
-        return self.to_out(out.reshape(b, n, self.heads * self.dim_head)), new_kv
+# %% ../nbs/02_transformer.ipynb #0f2cf8a6
+@patch
+def with_null_kv(self:Attention, k:Tensor, v:Tensor, # (b, n, dim_head) the new tokens' keys (at unit length) and values
+                 past_kv:tuple[Tensor, Tensor]|None=None, # keys, values (b, past, dim_head) of earlier tokens
+                )->tuple[Tensor, Tensor]:                # keys, values (b, 1 + past + n, dim_head)
+    "The learned null key and value, then the earlier tokens', then the new ones."
+    b = k.shape[0]
+    null_k, null_v = self.qk_norm(self.null_kv[0]).to(k.dtype), self.null_kv[1].to(v.dtype)
+    past_k, past_v = ([past_kv[0]], [past_kv[1]]) if past_kv is not None else ([], [])
+    return (torch.cat([null_k.expand(b, 1, -1)] + past_k + [k], dim=1),
+            torch.cat([null_v.expand(b, 1, -1)] + past_v + [v], dim=1))
 
-# %% ../nbs/02_transformer.ipynb #0012
+# %% ../nbs/02_transformer.ipynb #910ad05c
+@patch
+def forward(self:Attention, x:Tensor,         # (b, n, dim) the new tokens
+            attn_mask:Tensor,                 # (heads or b·heads..., n, 1 + past + n) additive: position bias, -inf where masked
+            rotary:tuple[Tensor, Tensor]|None=None, # cos, sin (n, r) at the new tokens' positions
+            past_kv:tuple[Tensor, Tensor]|None=None, # keys, values (b, past, dim_head) of earlier tokens
+           )->tuple[Tensor, tuple[Tensor, Tensor]]:  # (b, n, dim) output; keys, values (b, n, dim_head) of x
+    "Attend from the new tokens to the null key, the earlier tokens and themselves."
+    b, n, _ = x.shape
+    x = self.norm(x)
+    q = self.to_q(x).view(b, n, self.heads, self.dim_head)                        # (b, n, h, d)
+    k, v = self.to_kv(x).chunk(2, dim=-1)                                         # (b, n, d) each
+    if rotary is not None:
+        cos, sin = rotary
+        q, k = apply_rotary(q, cos[:, None], sin[:, None]), apply_rotary(k, cos, sin)
+    q, k = self.qk_norm(q), self.qk_norm(k)
+    keys, values = self.with_null_kv(k, v, past_kv)                               # (b, 1 + past + n, d)
+    out = F.scaled_dot_product_attention(                                         # heads folded into the queries
+        q.reshape(b, 1, n * self.heads, self.dim_head), keys[:, None], values[:, None],
+        attn_mask=fold_heads(attn_mask).to(q.dtype), dropout_p=self.dropout if self.training else 0.,
+        scale=self.scale)                                                         # (b, 1, n·h, d)
+    return self.to_out(out.reshape(b, n, self.heads * self.dim_head)), (k, v)
+
+# %% ../nbs/02_transformer.ipynb #de5b8cd2
 class SwiGLU(nn.Module):
     "Split the features in half; gate the first half with SiLU of the second."
     def forward(self, x:Tensor)->Tensor:
         x, gate = x.chunk(2, dim=-1)
         return x * F.silu(gate)
 
+# %% ../nbs/02_transformer.ipynb #0012
 class FeedForward(nn.Sequential):
     "norm → Linear(dim, 2·mult·dim) → SwiGLU → (norm if normformer) → dropout → Linear(mult·dim, dim)"
     def __init__(self, dim:int, mult:float=4, dropout:float=0., post_activation_norm:bool=False):
@@ -167,13 +185,30 @@ class CausalTransformer(nn.Module):
         self.norm = LayerNorm(dim, stable=True) if norm_out else nn.Identity()
         self.project_out = nn.Linear(dim, dim, bias=False) if final_proj else nn.Identity()
 
-    def attention_mask(self, start:int, n:int, device=None)->Tensor:
-        "(heads, n, 1 + start + n): relative position bias, and -inf on keys after each query."
-        positions = torch.arange(start, start + n, device=device)
-        bias = self.rel_pos_bias(positions, 1 + start + n)
-        key_index = torch.arange(1 + start + n, device=device)
-        future = key_index[None, :] > positions[:, None] + 1   # key index j holds token j-1
-        return bias.masked_fill(future, float('-inf'))
+# %% ../nbs/02_transformer.ipynb #300954a0
+@patch
+def attention_mask(self:CausalTransformer, start:int, n:int, device=None)->Tensor:
+    "(heads, n, 1 + start + n): relative position bias, and -inf on keys after each query."
+    positions = torch.arange(start, start + n, device=device)
+    bias = self.rel_pos_bias(positions, 1 + start + n)
+    key_index = torch.arange(1 + start + n, device=device)
+    future = key_index[None, :] > positions[:, None] + 1   # key index j holds token j-1
+    return bias.masked_fill(future, float('-inf'))
+
+# %% ../nbs/02_transformer.ipynb #de777864
+@patch
+def rotary_angles(self:CausalTransformer, start:int, n:int, device=None)->tuple[Tensor, Tensor]|None:
+    "cos, sin (n, r) of the shared rotary embedding at positions `start, ..., start+n-1` (None without one)."
+    rotary_emb = self.layers[0][0].rotary_emb if len(self.layers) else None
+    return rotary_emb.angles(torch.arange(start, start + n, device=device)) if rotary_emb is not None else None
+
+# %% ../nbs/02_transformer.ipynb #ea19ca38
+def hide_keys(attn_mask:Tensor, # (heads, n, 1 + past + n) from `CausalTransformer.attention_mask`
+              key_mask:Tensor,  # (b, past + n) bool, False: a key no query may attend to
+             )->Tensor:         # (b, heads, n, 1 + past + n)
+    "The attention mask with -inf on each sample's hidden keys (the null key, index 0, stays visible)."
+    hidden = F.pad(~key_mask, (1, 0), value=False)[:, None, None, :]
+    return attn_mask[None].masked_fill(hidden, float('-inf'))
 
 # %% ../nbs/02_transformer.ipynb #0019
 @patch
@@ -183,13 +218,11 @@ def forward(self:CausalTransformer, x:Tensor,   # (b, n, dim) tokens
              final:bool=True,                    # apply the output norm and projection
              key_mask:Tensor|None=None,          # (b, past + n) bool, False: a key no query may attend to (padding)
             ):
+    "The new tokens through every layer (and, with `return_kv`, each layer's keys and values for them)."
     start = 0 if past_kv is None else past_kv[0][0].shape[1]
     attn_mask = self.attention_mask(start, x.shape[1], device=x.device)
-    if key_mask is not None:  # per-sample masking: (b, 1, n, 1 + past + n)
-        hidden = F.pad(~key_mask, (1, 0), value=False)[:, None, None, :]
-        attn_mask = attn_mask[None].masked_fill(hidden, float('-inf'))
-    rotary_emb = self.layers[0][0].rotary_emb if len(self.layers) else None
-    rotary = rotary_emb.angles(torch.arange(start, start + x.shape[1], device=x.device)) if rotary_emb is not None else None
+    if key_mask is not None: attn_mask = hide_keys(attn_mask, key_mask)   # per sample: (b, heads, n, 1 + past + n)
+    rotary = self.rotary_angles(start, x.shape[1], device=x.device)
     x = self.init_norm(x)
     layer_kv = []
     for i, (attn, ff) in enumerate(self.layers):
@@ -214,6 +247,7 @@ class SinusoidalPosEmb(nn.Module):
         angles = t[:, None] * freqs[None, :]
         return torch.cat((angles.sin(), angles.cos()), dim=-1)
 
+# %% ../nbs/02_transformer.ipynb #66aed6d1
 class MLP(nn.Module):
     "Linear → SiLU, `depth` times, then Linear; computed in float32 like the reference."
     def __init__(self, dim_in:int, dim_out:int, *, expansion_factor:float=2., depth:int=2):

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import pandas as pd
 import pytest
-from prior_nbdev.lab.arithmetic import SHAPES_PRIOR_WEIGHTS
+from prior_nbdev.lab.shapes import SHAPES_PRIOR_WEIGHTS
 from prior_nbdev.data import write_embedding_shards
 from prior_nbdev.lab.shapes import make_shapes_dataset
 
@@ -199,7 +199,7 @@ def test_sampler_negative_prompt_and_the_reference_settings(tmp_path):
     # the reference's settings, passed explicitly, give the reference's samples: `sample` with 64 steps and 2 candidates
     ref = run(*base, '--timesteps', 64, '--out', tmp_path / 'ref')
     assert ref.returncode == 0, ref.stderr[-3000:]
-    from prior_nbdev.lab.arithmetic import shapes_prior
+    from prior_nbdev.lab.shapes import shapes_prior
     from prior_nbdev.sample import batch_generator
     from prior_nbdev.lab.shapes import shapes_clip
     prior, clip = shapes_prior(), shapes_clip()

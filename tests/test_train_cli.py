@@ -8,6 +8,7 @@ from prior_nbdev.data import write_embedding_shards
 from prior_nbdev.metrics import METRIC_KEYS
 from prior_nbdev.train import load_config, train, config_from_dict, TrainDiffusionPriorConfig
 from prior_nbdev.checkpoint import read_checkpoint
+from prior_nbdev.lab.truth import Method, TEXT, RIDGE, CEILING
 
 CLI = shutil.which('train_diffusion_prior') or 'train_diffusion_prior'
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
@@ -71,17 +72,17 @@ def test_labels_in_the_metadata_add_what_the_samples_depict(tmp_path):
     labels = dict(quadrant=2 * (image[:, 0] > 0) + (image[:, 1] > 0), third=np.where(image[:, 3] > 0.2, -1, image[:, 2] > 0))
     text = np.concatenate([np.load(data / 'text_emb' / f'text_emb_{k}.npy') for k in range(3)])
     write_embedding_shards(data, image, text, [f'caption {i}' for i in range(len(image))], labels=labels, shard_size=256)
-    cfg = toy_config(data, tmp_path / 'run', eval_ground_truth_settings=[[1, 1.]], epochs=8)
+    cfg = toy_config(data, tmp_path / 'run', evaluators=[dict(use='prior_nbdev.lab.truth:GROUND_TRUTH', settings=[[1, 1.]])], epochs=8)
     cfg['data']['label_columns'] = ['quadrant', 'third']
     result = run_cli(write_config(tmp_path, cfg))
     assert result.returncode == 0, result.stderr[-3000:]
     truth = json.loads((tmp_path / 'run' / 'metrics.json').read_text())['ground_truth']
     assert (tmp_path / 'run' / 'ground_truth.png').stat().st_size > 10_000
-    assert set(truth['methods']) == {'text embedding', 'ridge (mean predictor)', 'own image (ceiling)', 'prior, 1 candidate, cond_scale 1'}
+    assert set(truth['methods']) == {TEXT, RIDGE, CEILING, Method.prior(1, 1.)}
     assert truth['probe_accuracy']['quadrant'] > 0.9, truth['probe_accuracy']
     methods = truth['methods']
-    assert methods['own image (ceiling)']['fidelity_vs_ceiling'] == 1
-    assert methods['prior, 1 candidate, cond_scale 1']['fidelity'] > methods['text embedding']['fidelity'] + 0.2, methods
+    assert methods[CEILING]['fidelity_vs_ceiling'] == 1
+    assert methods[Method.prior(1, 1.)]['fidelity'] > methods[TEXT]['fidelity'] + 0.2, methods
     assert 'of the ceiling' in result.stdout + result.stderr
 
 
@@ -152,8 +153,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     (lambda cfg, data: cfg['data'].update(splits=dict(train=0.8, val=0.1)), 'splits must sum to 1'),
     (lambda cfg, data: cfg['prior'].update(beta_schedule='cosin'), "unknown beta_schedule 'cosin'"),
     (lambda cfg, data: cfg['data'].update(label_columns=['quadrant']), "metadata_0.parquet has no 'quadrant' column"),
-    (lambda cfg, data: cfg['data'].update(label_columns=['quadrant']) or cfg['train'].update(eval_claims='no_such_module:RULES'),
-     "train.eval_claims='no_such_module:RULES' cannot be loaded"),
+    (lambda cfg, data: cfg['data'].update(label_columns=['quadrant']) or cfg['train'].update(evaluators=['no_such_module:RULES']),
+     "train.evaluators: 'no_such_module:RULES' cannot be loaded"),
+    (lambda cfg, data: cfg['train'].update(evaluators=['prior_nbdev.lab.truth:GROUND_TRUTH']),
+     'ground_truth needs data.label_columns'),
+    (lambda cfg, data: cfg['train'].update(evaluators=[dict(use='prior_nbdev.lab.truth:GROUND_TRUTH', test_row=5)]),
+     "unknown option(s) ['test_row']"),
 ])
 def test_bad_input_is_refused_with_a_clear_message(tmp_path, break_it, message):
     data = toy_data(tmp_path / 'data')

@@ -11,6 +11,7 @@ that no quote covers. `python tools/readme_from_index.py --check` runs it on the
 """
 import json, re, statistics, sys
 from pathlib import Path
+from prior_nbdev.lab.truth import Method, TEXT
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = r'-?\d[\d,]*(?:\.\d+)?'
@@ -82,7 +83,7 @@ pct0 = lambda x: f'{100 * x:.0f}'
 CPU, GPU = 'bench/results/prior_cpu.json', 'bench/results/h200_seed_2026-11-28.json'
 DEMO, SEEDS, STEPS = 'bench/ablation_demo.json', 'bench/seeds_demo.json', 'bench/results/sampler_steps.json'
 ARITH, SAMPLE = 'nbs/19_arithmetic.ipynb', 'nbs/14_sample.ipynb'
-P1 = 'prior, 1 candidate, cond_scale 1'
+P1, P2 = Method.prior(1, 1.), Method.prior(2, 1.)
 DEMO_RUNS = [(DEMO, 'demo defaults'), (SEEDS, 'demo defaults (seed 1)'), (SEEDS, 'demo defaults (seed 2)')]
 
 
@@ -108,8 +109,8 @@ def quotes():
         Q("held-out caption {} of what they read from the caption's own picture ({} on the mean of three training seeds; {} with "
           'best-of-2; the raw text embedding: {})', (demo('methods', P1, 'fidelity_vs_ceiling'), '.3f'),
           (of(statistics.mean, *[js(f, r, 'methods', P1, 'fidelity_vs_ceiling') for f, r in DEMO_RUNS]), '.3f'),
-          (demo('methods', 'prior, 2 candidates, cond_scale 1', 'fidelity_vs_ceiling'), '.2f'),
-          (demo('methods', 'text embedding', 'fidelity_vs_ceiling'), '.2f')),
+          (demo('methods', P2, 'fidelity_vs_ceiling'), '.2f'),
+          (demo('methods', TEXT, 'fidelity_vs_ceiling'), '.2f')),
         Q('({} to {} of its entropy on this run; the lowest label {} to {} over three seeds)',
           (demo('methods', P1, 'diversity', reduce=min), '.2f'), (demo('methods', P1, 'diversity', reduce=max), '.2f'),
           (of(min, *[js(f, r, 'methods', P1, 'diversity', reduce=min) for f, r in DEMO_RUNS]), '.2f'),

@@ -9,39 +9,48 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .truth import ground_truth_lines
 from .shapes import make_shapes_scenes, scene_labels, shapes_clip, wrap_caption, LABELS
 from .decoder import shapes_decoder, unclip_figure
 from ..data import atomic_write
+from ..train import LATEST
 
 # %% auto #0
-__all__ = ['DEMO_STEPS', 'merge', 'demo_config', 'nearest_images_figure', 'demo_embeddings', 'run_demo', 'demo_main']
+__all__ = ['DEMO_SEED', 'DEMO_HELD_OUT', 'DEMO_STEPS', 'SUMMARY', 'merge', 'test_rows', 'demo_config', 'nearest_images_figure',
+           'demo_embeddings', 'demo_pictures', 'run_demo', 'demo_parser', 'demo_main']
 
-# %% ../../nbs/18_demo.ipynb #0016
+# %% ../../nbs/18_demo.ipynb #4c75efd3
 def merge(base:dict, overrides:dict|None)->dict:
     "`base` with `overrides` merged in, nested dicts key by key (a copy; `base` is left as it was)."
     out = dict(base)
     for k, v in (overrides or {}).items(): out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
-DEMO_STEPS = 3500   # the demo's training steps
+# %% ../../nbs/18_demo.ipynb #694161d9
+DEMO_SEED = 2024          # the seed of the demo's world (the packaged prior was trained on it)
+DEMO_HELD_OUT = 1000      # the last pairs held out for test, and as many before them for validation
+DEMO_STEPS = 3500         # the demo's training steps
+SUMMARY = 'summary.json'  # the run's metrics with its size and time, beside the training command's files
 
+def test_rows(num_pairs:int)->slice:
+    "The demo's test pairs: the last `DEMO_HELD_OUT`."
+    return slice(num_pairs - DEMO_HELD_OUT, num_pairs)
+
+# %% ../../nbs/18_demo.ipynb #2d51afc5
 def demo_config(out:Path, *, num_pairs:int, steps:int=DEMO_STEPS, batch_size:int=128, threads:int|None=None, overrides:dict|None=None,
                 ground_truth:bool=True, probe_rows:int=10_000)->dict:
     "The training config the demo uses (a plain dict, as it would be written to JSON), with `overrides` merged in."
-    emb = out / 'embeddings'
-    test = 1000 / num_pairs
+    emb, held = out / 'embeddings', DEMO_HELD_OUT / num_pairs
+    truth = [dict(use='prior_nbdev.lab.shapes:SHAPES_TRUTH', rows=probe_rows, test_rows=DEMO_HELD_OUT)] if ground_truth else []
     return merge(dict(
         prior=dict(net=dict(dim=64, depth=4, dim_head=16, heads=4, ff_mult=8, max_text_len=1, num_timesteps=1000, normformer=True),
                    image_embed_dim=64, timesteps=1000, cond_drop_prob=0.1, condition_on_text_encodings=False,
                    time_sampling='logit_normal', time_sampling_loc=-0.5),
         data=dict(image_url=str(emb / 'img_emb'), text_url=str(emb / 'text_emb'), meta_url=str(emb / 'metadata'),
-                  batch_size=batch_size, splits=dict(train=1 - 2 * test, val=test, test=test), eval_every_steps=max(steps // 4, 1),
+                  batch_size=batch_size, splits=dict(train=1 - 2 * held, val=held, test=held), eval_every_steps=max(steps // 4, 1),
                   block_size=4096, label_columns=list(LABELS) if ground_truth else None),
         train=dict(epochs=10_000, max_steps=steps, lr=1e-3, wd=0.01, max_grad_norm=0.5, ema_beta=0.995, ema_update_after_step=100,
                    ema_update_every=1, ema_warmup=False, warmup_steps=200, cosine_decay_max_steps=steps, eval_timesteps=[64], eval_num_samples_per_batch=2,
-                   save_every_steps=max(steps // 4, 1), log_every_steps=25, device='cpu', num_threads=threads, resume=False,
-                   eval_claims='prior_nbdev.lab.shapes:SHAPES_RULES', eval_ground_truth_rows=probe_rows, eval_ground_truth_test_rows=1000),
+                   save_every_steps=max(steps // 4, 1), log_every_steps=25, device='cpu', num_threads=threads, resume=False, evaluators=truth),
         tracker=dict(data_path=str(out))), overrides)
 
 # %% ../../nbs/18_demo.ipynb #0017
@@ -67,51 +76,52 @@ def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], ga
     fig.tight_layout()
     return fig
 
-# %% ../../nbs/18_demo.ipynb #0018
+# %% ../../nbs/18_demo.ipynb #118ebb82
 def demo_embeddings(out:Path, num_pairs:int, progress:bool=True):
-    "The demo's world (seed 2024) embedded by the packaged CLIP into `out/embeddings` (clip-retrieval's layout, what each picture shows in the metadata); (images, captions, clip)."
+    "The demo's world (`DEMO_SEED`) embedded by the packaged CLIP into `out/embeddings` (clip-retrieval's layout, what each picture shows in the metadata); (images, captions, clip)."
     from prior_nbdev.clip import write_clip_embeddings
-    images, captions, scenes = make_shapes_scenes(num_pairs, seed=2024)
+    images, captions, scenes = make_shapes_scenes(num_pairs, seed=DEMO_SEED)
     clip = shapes_clip()
     write_clip_embeddings(clip, images, captions, Path(out) / 'embeddings', labels={k: v.numpy() for k, v in scene_labels(scenes).items()},
                           batch_size=128, progress=progress)   # 128 a batch: about 12% faster than 512 on 2 CPU cores
     return images, captions, clip
 
+# %% ../../nbs/18_demo.ipynb #119da5c8
+def demo_pictures(out:Path, prior, clip, images:np.ndarray, captions:list[str]):
+    "`nearest.png` (what the prior's embeddings retrieve) and `unclip.png` (what the packaged decoder draws from them) for five test captions."
+    from prior_nbdev.train import save_figure
+    rows = test_rows(len(captions))
+    picks = [rows.start + i for i in (3, 11, 25, 40, 57)]
+    save_figure(nearest_images_figure(prior, clip, images, captions, rows, picks), out / 'nearest.png', dpi=130)
+    save_figure(unclip_figure(prior, clip, shapes_decoder(), [captions[i] for i in picks], images[picks]), out / 'unclip.png', dpi=130)
+
+# %% ../../nbs/18_demo.ipynb #5fea1b26
 def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=DEMO_STEPS, threads:int|None=None, progress:bool=True,
              ground_truth:bool=True, probe_rows:int=10_000, overrides:dict|None=None, pictures:bool=True)->dict:
-    "Generate the shapes world, embed it, train a prior, evaluate it on held-out pairs (and, with `ground_truth`, by what its samples depict); returns the test metrics."
-    from prior_nbdev.train import train, config_from_dict, save_figure, TrainDiffusionPriorConfig
+    "Generate the shapes world, embed it, train a prior, evaluate it on the held-out pairs (with `ground_truth`, by what its samples depict); the test metrics."
+    from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
     from prior_nbdev.checkpoint import load_prior
     import time
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out, start = Path(out), time.time()
+    out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
-    start = time.time()
-    # 1. the world and 2. its CLIP embeddings in clip-retrieval's layout, with what each picture shows in the metadata
     images, captions, clip = demo_embeddings(out, num_pairs, progress=progress)
-    # 3. train and evaluate with the training command's machinery
-    config = demo_config(out, num_pairs=num_pairs, steps=steps, threads=threads, overrides=overrides, ground_truth=ground_truth,
-                         probe_rows=probe_rows)
+    config = demo_config(out, num_pairs=num_pairs, steps=steps, threads=threads, overrides=overrides, ground_truth=ground_truth, probe_rows=probe_rows)
     atomic_write(out / 'config.json', lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
-    encodings = config['prior'].get('condition_on_text_encodings', False)   # then CLIP's text tower runs on the captions as it trains
-    metrics = train(config_from_dict(TrainDiffusionPriorConfig, config), clip=clip if encodings else None, progress=progress)
-    # 4. what the prior's embeddings retrieve, next to the raw text's
-    prior = load_prior(out / 'latest.pt', clip=clip if encodings else None).eval()
-    test_rows = slice(num_pairs - 1000, num_pairs)
-    picks = [num_pairs - 1000 + i for i in (3, 11, 25, 40, 57)]
-    if pictures:
-        save_figure(nearest_images_figure(prior, clip, images, captions, test_rows, picks), out / 'nearest.png', dpi=130)
-        # 5. the whole unCLIP pipeline: what the packaged decoder draws from the prior's samples and from the raw text
-        save_figure(unclip_figure(prior, clip, shapes_decoder(), [captions[i] for i in picks], images[picks]), out / 'unclip.png', dpi=130)
+    tower = clip if config['prior'].get('condition_on_text_encodings', False) else None   # CLIP's text tower runs as it trains
+    metrics = train(config_from_dict(TrainDiffusionPriorConfig, config), clip=tower, progress=progress)
+    if pictures: demo_pictures(out, load_prior(out / LATEST, clip=tower).eval(), clip, images, captions)
     summary = dict(metrics, seconds=round(time.time() - start, 1), pairs=num_pairs, steps=steps)
-    atomic_write(out / 'summary.json', lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    atomic_write(out / SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return metrics
 
-def demo_main(argv:list[str]|None=None):
-    "Entry point of `prior_nbdev_demo`."
-    import argparse, sys
+# %% ../../nbs/18_demo.ipynb #dfb4cf36
+def demo_parser():
+    "The command line of `prior_nbdev_demo`."
+    import argparse
     parser = argparse.ArgumentParser(prog='prior_nbdev_demo', description='Train and evaluate a diffusion prior on the shapes world, offline.')
     parser.add_argument('--out', required=True, help='folder for embeddings, checkpoints, metrics.json and figures')
-    parser.add_argument('--pairs', type=int, default=24_000, help='image-caption pairs to generate (1,000 each are held out for validation and test)')
+    parser.add_argument('--pairs', type=int, default=24_000, help=f'image-caption pairs to generate ({DEMO_HELD_OUT:,} each are held out for validation and test)')
     parser.add_argument('--steps', type=int, default=DEMO_STEPS, help=f'training steps (default {DEMO_STEPS:,})')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--no_progress', action='store_true')
@@ -119,8 +129,14 @@ def demo_main(argv:list[str]|None=None):
     parser.add_argument('--probe_rows', type=int, default=10_000, help='labelled training pairs the probes (and the ridge predictor) are fitted on')
     parser.add_argument('--embed_only', action='store_true', help='only write the embeddings (OUT/embeddings, clip-retrieval\'s layout: what '
                         '`train_diffusion_prior --config_path shapes` reads when run in OUT), then stop')
-    args = parser.parse_args(argv)
-    if args.pairs < 3000: parser.error('--pairs must be at least 3000 (1,000 validation and 1,000 test pairs are held out)')
+    return parser
+
+# %% ../../nbs/18_demo.ipynb #1786aa75
+def demo_main(argv:list[str]|None=None):
+    "Entry point of `prior_nbdev_demo`."
+    import sys
+    parser = demo_parser(); args = parser.parse_args(argv)
+    if args.pairs < 3 * DEMO_HELD_OUT: parser.error(f'--pairs must be at least {3 * DEMO_HELD_OUT} ({DEMO_HELD_OUT:,} validation and {DEMO_HELD_OUT:,} test pairs are held out)')
     if args.embed_only:
         demo_embeddings(Path(args.out), args.pairs, progress=not args.no_progress)
         print(f'{args.pairs:,} shapes-world pairs embedded into {Path(args.out) / "embeddings"}', file=sys.stderr); return
@@ -129,5 +145,3 @@ def demo_main(argv:list[str]|None=None):
     gain = metrics['similarity_with_original_image'] - metrics['baseline_similarity']
     print(f"similarity with the original image {metrics['similarity_with_original_image']:.3f} vs baseline {metrics['baseline_similarity']:.3f} "
           f"({gain:+.3f}); unrelated caption {metrics['similarity_with_unrelated_caption']:.3f}. Written to {args.out}", file=sys.stderr)
-    if 'ground_truth' in metrics:
-        for line in ground_truth_lines(metrics['ground_truth']): print(line, file=sys.stderr)

@@ -4,24 +4,27 @@
 
 # %% ../../nbs/15_truth.ipynb #a49634d6
 from __future__ import annotations
-import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 from torch import Tensor
-from ..data import prior_inputs
-from ..sampling import most_text_similar, eval_mode
+from fastcore.basics import patch
+from ..sampling import most_text_similar
+from ..clip import embed_pairs
+from ..train import Evaluation, EvalData, TrainDiffusionPriorConfig
 
 # %% auto #0
-__all__ = ['OWN_LABELS', 'LinearProbes', 'readings_rows', 'fidelity', 'entropy', 'open_entropies', 'open_entropy',
-           'data_open_entropy', 'fit_ridge', 'ClaimRules', 'ground_truth_report', 'ground_truth_lines',
-           'plot_ground_truth']
+__all__ = ['OWN_LABELS', 'TEXT', 'RIDGE', 'CEILING', 'GROUND_TRUTH', 'LinearProbes', 'fit_head', 'readings_rows', 'fidelity',
+           'entropy', 'open_entropies', 'open_entropy', 'data_open_entropy', 'fit_ridge', 'ClaimRules', 'Method',
+           'Scorer', 'make_scorer', 'prior_draws', 'mean_scores', 'score_prior', 'ground_truth_report',
+           'ground_truth_lines', 'plot_fidelity', 'plot_diversity', 'plot_ground_truth', 'GroundTruth', 'labelled_rows',
+           'text_encodings_for']
 
-# %% ../../nbs/15_truth.ipynb #88ad5a39
+# %% ../../nbs/15_truth.ipynb #eed6bd54
 class LinearProbes(nn.Module):
     "One multinomial logistic regression per label, on L2-normalised, standardised embeddings."
     def __init__(self, dim:int, classes:dict[str, int]):
@@ -31,49 +34,59 @@ class LinearProbes(nn.Module):
 
     def features(self, embeds:Tensor)->Tensor: return (F.normalize(embeds.float(), dim=-1) - self.mean) / self.std
 
-    @classmethod
-    def fit(cls, embeds:Tensor,                # (n, d) embeddings of the labelled rows
-            labels:dict[str, Tensor],          # name -> (n,) class ids, -1 where the label does not apply
-            weight_decay:float=1e-3,           # L2 penalty on the weights (standardised features)
-            max_iter:int=200,                  # L-BFGS iterations per label
-           )->LinearProbes:
-        "Fit every label's probe on the rows where it applies (deterministic: full-batch L-BFGS from zeros)."
-        for name, y in labels.items():
-            if len(y) != len(embeds): raise ValueError(f'label {name!r} has {len(y)} rows, the embeddings {len(embeds)}')
-            if not (y >= 0).any(): raise ValueError(f'label {name!r} applies to no row (all -1)')
-        probes = cls(embeds.shape[-1], {name: int(y.max()) + 1 for name, y in labels.items()})
-        x = F.normalize(embeds.float(), dim=-1)
-        probes.mean.copy_(x.mean(0)); probes.std.copy_(x.std(0) + 1e-6)
-        x = (x - probes.mean) / probes.std           # = probes.features(embeds)
-        for name, y in labels.items():
-            rows, head = y >= 0, probes.heads[name]
-            nn.init.zeros_(head.weight); nn.init.zeros_(head.bias)
-            opt = torch.optim.LBFGS(head.parameters(), max_iter=max_iter, line_search_fn='strong_wolfe')
-            def closure():
-                opt.zero_grad()
-                loss = F.cross_entropy(head(x[rows]), y[rows].long()) + weight_decay * head.weight.pow(2).sum()
-                loss.backward()
-                return loss
-            with torch.enable_grad(): opt.step(closure)
-        return probes.requires_grad_(False).eval()
+# %% ../../nbs/15_truth.ipynb #8599be2b
+def fit_head(head:nn.Linear, x:Tensor, y:Tensor, weight_decay:float=1e-3, max_iter:int=200)->nn.Linear:
+    "Fit one probe in place on features `x` (n, d) and class ids `y` (n,)."
+    nn.init.zeros_(head.weight); nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=max_iter, line_search_fn='strong_wolfe')
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), y.long()) + weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+    with torch.enable_grad(): opt.step(closure)
+    return head
 
-    @torch.no_grad()
-    def read(self, embeds:Tensor)->dict[str, Tensor]:
-        "name -> (n,) the class each probe reads from each embedding."
-        x = self.features(embeds.to(self.mean.device))
-        return {name: head(x).argmax(-1).cpu() for name, head in self.heads.items()}
+# %% ../../nbs/15_truth.ipynb #0cb77531
+@patch(cls_method=True)
+def fit(cls:LinearProbes, embeds:Tensor,       # (n, d) embeddings of the labelled rows
+        labels:dict[str, Tensor],              # name -> (n,) class ids, -1 where the label does not apply
+        weight_decay:float=1e-3,               # L2 penalty on the weights (standardised features)
+        max_iter:int=200,                      # L-BFGS iterations per label
+       )->LinearProbes:
+    "Fit every label's probe on the rows where it applies."
+    for name, y in labels.items():
+        if len(y) != len(embeds): raise ValueError(f'label {name!r} has {len(y)} rows, the embeddings {len(embeds)}')
+        if not (y >= 0).any(): raise ValueError(f'label {name!r} applies to no row (all -1)')
+    probes = cls(embeds.shape[-1], {name: int(y.max()) + 1 for name, y in labels.items()})
+    x = F.normalize(embeds.float(), dim=-1)
+    probes.mean.copy_(x.mean(0)); probes.std.copy_(x.std(0) + 1e-6)
+    x = probes.features(embeds)
+    for name, y in labels.items(): fit_head(probes.heads[name], x[y >= 0], y[y >= 0], weight_decay, max_iter)
+    return probes.requires_grad_(False).eval()
 
-    def accuracy(self, embeds:Tensor, labels:dict[str, Tensor])->dict[str, float]:
-        "name -> fraction read correctly, over the rows where the label applies."
-        read = self.read(embeds)
-        return {name: (read[name][y >= 0] == y[y >= 0]).float().mean().item() for name, y in labels.items() if (y >= 0).any()}
+# %% ../../nbs/15_truth.ipynb #04b92ebd
+@patch
+@torch.no_grad()
+def read(self:LinearProbes, embeds:Tensor)->dict[str, Tensor]:
+    "name -> (n,) the class each probe reads from each embedding."
+    x = self.features(embeds.to(self.mean.device))
+    return {name: head(x).argmax(-1).cpu() for name, head in self.heads.items()}
 
-# %% ../../nbs/15_truth.ipynb #a691231b
+# %% ../../nbs/15_truth.ipynb #f33fdcd3
+@patch
+def accuracy(self:LinearProbes, embeds:Tensor, labels:dict[str, Tensor])->dict[str, float]:
+    "name -> fraction read correctly, over the rows where the label applies."
+    read = self.read(embeds)
+    return {name: (read[name][y >= 0] == y[y >= 0]).float().mean().item() for name, y in labels.items() if (y >= 0).any()}
+
+# %% ../../nbs/15_truth.ipynb #d44ffe8b
 def readings_rows(readings:dict[str, Tensor])->list[dict[str, int]]:
     "The probes' readings as one dict per row."
     names = list(readings)
     return [dict(zip(names, row)) for row in torch.stack([readings[n] for n in names], -1).tolist()] if names else []
 
+# %% ../../nbs/15_truth.ipynb #87dc0a95
 def fidelity(readings:dict[str, Tensor],     # name -> (n,) classes read from the n embeddings
              claims:list,                    # what each row's caption states, in the world's terms
              satisfied:Callable[[object, dict[str, int]], bool], # the world's rule: does a reading satisfy a claim?
@@ -83,7 +96,7 @@ def fidelity(readings:dict[str, Tensor],     # name -> (n,) classes read from th
     if len(rows) != len(claims): raise ValueError(f'{len(rows)} readings for {len(claims)} claims')
     return torch.tensor([bool(satisfied(c, r)) for c, r in zip(claims, rows)], dtype=torch.bool)
 
-# %% ../../nbs/15_truth.ipynb #a187b962
+# %% ../../nbs/15_truth.ipynb #96de45cf
 def entropy(values:list)->float:
     "Entropy (nats) of the empirical distribution of `values`."
     if not values: raise ValueError('entropy of no values')
@@ -91,6 +104,8 @@ def entropy(values:list)->float:
     p = counts / counts.sum()
     return float(-(p * p.log()).sum())
 
+
+# %% ../../nbs/15_truth.ipynb #4dfc0d3f
 def open_entropies(readings:list[dict[str, Tensor]], # K readings (name -> (n,)), one per embedding drawn for each of n captions
                    claims:list,                      # the n captions' claims
                    open_values:Callable[[object, dict[str, int]], dict[str, int]], # the world's rule: the open labels' values in a reading
@@ -107,6 +122,8 @@ def open_entropies(readings:list[dict[str, Tensor]], # K readings (name -> (n,))
             if len(vs) == len(per_draw): out.setdefault(name, []).append(entropy(vs))
     return {name: out[name] for name in sorted(out)}
 
+
+# %% ../../nbs/15_truth.ipynb #7faf9fa1
 def open_entropy(readings:list[dict[str, Tensor]], claims:list, open_values:Callable[[object, dict[str, int]], dict[str, int]])->dict[str, float]:
     "Per open label, the entropy of its K values averaged over the captions that leave it open (see `open_entropies`)."
     return {name: sum(es) / len(es) for name, es in open_entropies(readings, claims, open_values).items()}
@@ -155,8 +172,92 @@ def _reads_all(claim:dict[str, int], reading:dict[str, int])->bool: return all(r
 
 OWN_LABELS = ClaimRules(_own_labels, _reads_all)
 
-# %% ../../nbs/15_truth.ipynb #e634631a
+# %% ../../nbs/15_truth.ipynb #840706da
+class Method(str):
+    "A method `ground_truth_report` scores: `kind` ('prior' or a baseline's name), and for the prior its candidates and guidance."
+    def __new__(cls, kind:str, candidates:int|None=None, cond_scale:float|None=None):
+        label = kind if kind != 'prior' else f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale {cond_scale:g}'
+        self = super().__new__(cls, label)
+        self.kind, self.candidates, self.cond_scale = kind, candidates, cond_scale
+        return self
+    def __getnewargs__(self): return self.kind, self.candidates, self.cond_scale
+    @classmethod
+    def prior(cls, candidates:int=1, cond_scale:float=1.)->Method: return cls('prior', int(candidates), float(cond_scale))
+
+# %% ../../nbs/15_truth.ipynb #f856879c
+TEXT, RIDGE, CEILING = Method('text embedding'), Method('ridge (mean predictor)'), Method('own image (ceiling)')
+
+@patch(cls_method=True)
+def parse(cls:Method, label:str)->Method:
+    "The `Method` a label names (a key of a report read back from JSON)."
+    if not label.startswith('prior, '): return cls(label)
+    candidates, cond_scale = label.removeprefix('prior, ').split(' candidate')[0], label.rsplit('cond_scale ', 1)[-1]
+    return cls.prior(int(candidates), float(cond_scale))
+
+# %% ../../nbs/15_truth.ipynb #d3b361d8
+@dataclass
+class Scorer:
+    "Fidelity (all captions, each group) and diversity / the data's (each open label) of K draws of embeddings."
+    probes:LinearProbes
+    rules:ClaimRules
+    claims:list                       # what each held-out caption claims
+    groups:dict                       # group -> indices of its captions
+    rows:list                         # captions with at least K training images: where diversity is measured
+    measured:dict                     # open label -> the data's entropy, for labels left open often enough
+
+    def __call__(self, draws:list[Tensor])->dict:
+        readings = [self.probes.read(d) for d in draws]
+        hit = torch.stack([fidelity(r, self.claims, self.rules.satisfied).float() for r in readings]).mean(0)
+        some = [self.claims[i] for i in self.rows]
+        ent = open_entropy([{n: v[self.rows] for n, v in r.items()} for r in readings], some, self.rules.open_values) if self.rows else {}
+        return dict(fidelity=hit.mean().item(), **{f'fidelity_{g}': hit[ix].mean().item() for g, ix in sorted(self.groups.items())},
+                    diversity={n: ent.get(n, 0.) / h for n, h in self.measured.items()})
+
+# %% ../../nbs/15_truth.ipynb #1c0a00cc
+def make_scorer(probes:LinearProbes, rules:ClaimRules, captions:list[str], train_captions:list[str], train_image:Tensor, *,
+                labels:dict[str, Tensor]|None=None, k:int=4, min_rows:int=20, subsets:int=32, seed:int=0)->tuple[Scorer, dict, dict]:
+    "(the `Scorer` for held-out `captions`, the data's entropy per open label, how many captions leave each open)."
+    own = readings_rows(labels) if labels else [{}] * len(captions)
+    if len(own) != len(captions): raise ValueError(f'{len(own)} rows of labels for {len(captions)} captions')
+    claims, groups, by_caption = [rules.claim(c, l) for c, l in zip(captions, own)], {}, {}
+    if rules.group is not None:
+        for i, c in enumerate(claims): groups.setdefault(rules.group(c), []).append(i)
+    for i, c in enumerate(train_captions): by_caption.setdefault(c, []).append(i)
+    rows = [i for i, c in enumerate(captions) if len(by_caption.get(c, [])) >= k]
+    entropy_, rows_ = data_open_entropy(probes.read(train_image), [by_caption[captions[i]] for i in rows], [claims[i] for i in rows],
+                                        rules.open_values, k=k, subsets=subsets, seed=seed) if rows else ({}, {})
+    measured = {n: h for n, h in entropy_.items() if h > 0 and rows_[n] >= min_rows}
+    return Scorer(probes, rules, claims, groups, rows, measured), entropy_, rows_
+
+# %% ../../nbs/15_truth.ipynb #88caa67b
 @torch.no_grad()
+def prior_draws(prior, text_embed:Tensor, settings, *, k:int=4, timesteps:int=64, seed:int=0,
+                text_encodings:Tensor|None=None)->dict[float, list[Tensor]]:
+    "cond_scale -> K tensors (n, most, d): `most` candidates per caption, the most any setting at that strength keeps from."
+    gen, out, n = torch.Generator().manual_seed(seed), {}, len(text_embed)
+    for cond_scale in dict.fromkeys(s for _, s in settings):
+        most, out[cond_scale] = max(c for c, s in settings if s == cond_scale), []
+        text = text_embed.to(prior.device).repeat_interleave(most, 0)
+        enc = None if text_encodings is None else text_encodings.to(prior.device).repeat_interleave(most, 0)
+        for _ in range(k):
+            torch.manual_seed(int(torch.randint(0, 2 ** 31, (), generator=gen)))
+            out[cond_scale].append(prior.sample(text_embed=text, num_samples_per_batch=1, text_encodings=enc, cond_scale=cond_scale,
+                                                timesteps=timesteps).float().cpu().view(n, most, -1))
+    return out
+
+# %% ../../nbs/15_truth.ipynb #57af3455
+def mean_scores(scores:list[dict])->dict:
+    "Several `Scorer` results averaged key by key (diversity label by label)."
+    return {key: ({n: float(np.mean([sc[key][n] for sc in scores])) for n in value} if isinstance(value, dict)
+                  else float(np.mean([sc[key] for sc in scores]))) for key, value in scores[0].items()}
+
+# %% ../../nbs/15_truth.ipynb #f8027d74
+def score_prior(scorer:Scorer, draws:list[Tensor], text_embed:Tensor, candidates:int)->dict:
+    "The prior keeping the most text-similar of `candidates`, as `prior.sample(num_samples_per_batch=candidates)` picks."
+    def pick(d, g): return most_text_similar(d[:, g * candidates:(g + 1) * candidates], text_embed.float())[0]
+    return mean_scores([scorer([pick(d, g) for d in draws]) for g in range(draws[0].shape[1] // candidates)])
+
+# %% ../../nbs/15_truth.ipynb #c42a5dda
 def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
                         captions:list[str], text_embed:Tensor, image_embed:Tensor,      # held-out pairs
                         train_captions:list[str], train_text:Tensor, train_image:Tensor, # the pairs the prior was trained on
@@ -164,69 +265,30 @@ def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
                         k:int=4, settings=((1, 1.), (2, 1.), (1, 2.), (2, 2.)),           # prior: (candidates, cond_scale)
                         timesteps:int=64, seed:int=0,
                         min_rows:int=20, subsets:int=32,                                 # diversity: captions a ratio needs; the yardstick's K-subsets
-                        text_encodings:Tensor|None=None)->dict:                       # held out, for priors conditioned on them
-    "Fidelity and diversity of every method against the data's; a nested dict, JSON-ready."
-    own = readings_rows(labels) if labels else [{}] * len(captions)
-    if len(own) != len(captions): raise ValueError(f'{len(own)} rows of labels for {len(captions)} captions')
-    claims = [rules.claim(c, l) for c, l in zip(captions, own)]
-    groups = {}
-    if rules.group is not None:
-        for i, c in enumerate(claims): groups.setdefault(rules.group(c), []).append(i)
-    by_caption = {}
-    for i, c in enumerate(train_captions): by_caption.setdefault(c, []).append(i)
-    rows = [i for i, c in enumerate(captions) if len(by_caption.get(c, [])) >= k]
-    data_entropy, data_rows = data_open_entropy(probes.read(train_image), [by_caption[captions[i]] for i in rows], [claims[i] for i in rows],
-                                                rules.open_values, k=k, subsets=subsets, seed=seed) if rows else ({}, {})
-    measured = {n: h for n, h in data_entropy.items() if h > 0 and data_rows[n] >= min_rows}
-    def score(draws:list[Tensor])->dict:
-        readings = [probes.read(d) for d in draws]
-        hit = torch.stack([fidelity(r, claims, rules.satisfied).float() for r in readings]).mean(0)
-        ent = open_entropy([{n: v[rows] for n, v in r.items()} for r in readings], [claims[i] for i in rows], rules.open_values) if rows else {}
-        return dict(fidelity=hit.mean().item(), **{f'fidelity_{g}': hit[ix].mean().item() for g, ix in sorted(groups.items())},
-                    diversity={n: ent.get(n, 0.) / h for n, h in measured.items()})
-    def _mean_scores(scores:list[dict])->dict:
-        return {key: ({n: float(np.mean([sc[key][n] for sc in scores])) for n in value} if isinstance(value, dict)
-                      else float(np.mean([sc[key] for sc in scores]))) for key, value in scores[0].items()}
+                        text_encodings:Tensor|None=None)->dict:                          # held out, for priors conditioned on them
+    "Fidelity and diversity of every method against the data's; a nested dict keyed by `Method`, JSON-ready."
+    scorer, data_entropy, data_rows = make_scorer(probes, rules, captions, train_captions, train_image, labels=labels, k=k,
+                                                  min_rows=min_rows, subsets=subsets, seed=seed)
     ridge = fit_ridge(train_text, train_image)
-    methods = {'text embedding': score([text_embed] * k), 'ridge (mean predictor)': score([ridge(text_embed)] * k),
-               'own image (ceiling)': score([image_embed] * k)}
-    gen, sampled = torch.Generator().manual_seed(seed), {}
-    text_float = text_embed.float()
-    for cond_scale in dict.fromkeys(s for _, s in settings):
-        # each guidance strength is sampled once, k draws of the most candidates any setting asks for; a setting with
-        # fewer candidates keeps the first ones of each draw (the same distribution as sampling it on its own)
-        most = max(c for c, s in settings if s == cond_scale)
-        draws = []
-        for _ in range(k):
-            torch.manual_seed(int(torch.randint(0, 2 ** 31, (), generator=gen)))
-            draws.append(prior.sample(text_embed=text_embed.to(prior.device).repeat_interleave(most, 0), num_samples_per_batch=1,
-                                      text_encodings=None if text_encodings is None else text_encodings.to(prior.device).repeat_interleave(most, 0),
-                                      cond_scale=cond_scale, timesteps=timesteps).float().cpu().view(len(captions), most, -1))
-        for candidates in sorted({c for c, s in settings if s == cond_scale}):
-            # the most text-similar of `candidates`, as `prior.sample(num_samples_per_batch=candidates)` picks; the draws hold
-            # most // candidates disjoint groups of them, each a full set of k draws: scored apart and averaged (less noise)
-            def pick(d, g): return most_text_similar(d[:, g * candidates:(g + 1) * candidates], text_float)[0]
-            sampled[candidates, cond_scale] = _mean_scores([score([pick(d, g) for d in draws]) for g in range(most // candidates)])
+    methods = {TEXT: scorer([text_embed] * k), RIDGE: scorer([ridge(text_embed)] * k), CEILING: scorer([image_embed] * k)}
+    draws = prior_draws(prior, text_embed, settings, k=k, timesteps=timesteps, seed=seed, text_encodings=text_encodings)
     for candidates, cond_scale in settings:
-        methods[f'prior, {candidates} candidate{"s" * (candidates > 1)}, cond_scale {cond_scale:g}'] = sampled[candidates, cond_scale]
-    ceiling = methods['own image (ceiling)']['fidelity']
+        methods[Method.prior(candidates, cond_scale)] = score_prior(scorer, draws[cond_scale], text_embed, candidates)
+    ceiling = methods[CEILING]['fidelity']
     for m in methods.values(): m['fidelity_vs_ceiling'] = m['fidelity'] / ceiling if ceiling > 0 else float('nan')
-    return dict(methods=methods, data_entropy=data_entropy, diversity_rows=data_rows, k=k, captions=len(captions), diversity_captions=len(rows),
-                groups={g: len(ix) for g, ix in sorted(groups.items())})
+    return dict(methods=methods, data_entropy=data_entropy, diversity_rows=data_rows, k=k, captions=len(captions),
+                diversity_captions=len(scorer.rows), groups={g: len(ix) for g, ix in sorted(scorer.groups.items())})
 
+# %% ../../nbs/15_truth.ipynb #30b3d5f3
 def ground_truth_lines(report:dict)->list[str]:
     "One summary line per method of a `ground_truth_report`: fidelity, its share of the ceiling, the lowest diversity ratio."
     return [f"{name:38s} fidelity {m['fidelity']:.3f} ({m['fidelity_vs_ceiling']:.2f} of the ceiling)"
             + (f", lowest diversity / data's {min(m['diversity'].values()):.2f}" if m['diversity'] else '') for name, m in report['methods'].items()]
 
-# %% ../../nbs/15_truth.ipynb #5afb9fb0
-def plot_ground_truth(report:dict, title:str='what the embeddings depict'):
-    "Fidelity per method (bars: all captions and each group the world sorts them into) and diversity / data's per open label (heat map)."
-    import matplotlib.pyplot as plt
-    methods = report['methods']
-    names, labels = list(methods), sorted({l for m in methods.values() for l in m['diversity']})
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.6), gridspec_kw=dict(width_ratios=[1, 1.4]))
-    y = np.arange(len(names))
+# %% ../../nbs/15_truth.ipynb #10c6bfc2
+def plot_fidelity(ax, report:dict, title:str):
+    "Fidelity bars per method: all captions, and each group the world sorts them into; the ceiling dashed."
+    methods = report['methods']; names, y = list(methods), np.arange(len(methods))
     keys = ['fidelity'] + [key for key in methods[names[0]] if key.startswith('fidelity_') and key != 'fidelity_vs_ceiling']
     h = 0.75 / len(keys)
     for j, key in enumerate(keys):
@@ -234,18 +296,77 @@ def plot_ground_truth(report:dict, title:str='what the embeddings depict'):
         ax.barh(y + (j - (len(keys) - 1) / 2) * h, [methods[n][key] for n in names], height=h, label=label)
     ceiling = [n for n in names if 'ceiling' in n]
     if ceiling: ax.axvline(methods[ceiling[0]]['fidelity'], color='k', lw=0.8, ls='--')
-    ax.set_yticks(y, names, fontsize=8); ax.invert_yaxis(); ax.set_xlim(0, 1); ax.set_xlabel('fidelity: share of captions whose claims the probes read')
+    ax.set_yticks(y, names, fontsize=8); ax.invert_yaxis(); ax.set_xlabel('fidelity: share of captions whose claims the probes read')
     ax.legend(fontsize=7, loc='upper right', framealpha=0.9); ax.set_xlim(0, 1.3); ax.set_xticks(np.linspace(0, 1, 6)); ax.set_title(title, fontsize=9)
+
+# %% ../../nbs/15_truth.ipynb #fbc792d1
+def plot_diversity(bx, report:dict):
+    "Diversity / the data's per method (rows) and open label (columns) as a heat map; a note where nothing is left open."
+    methods = report['methods']; names, labels = list(methods), sorted({l for m in methods.values() for l in m['diversity']})
     if not labels:
         bx.text(0.5, 0.5, 'no caption leaves a label open\n(or too few training images share a caption)', ha='center', va='center', fontsize=9)
-        bx.axis('off'); fig.tight_layout()
-        return fig
+        return bx.axis('off')
     ratios = np.array([[methods[n]['diversity'].get(l, np.nan) for l in labels] for n in names])
     bx.imshow(ratios, cmap='viridis', vmin=0, vmax=1.2, aspect='auto')
     for (i, j), v in np.ndenumerate(ratios):
         if not np.isnan(v): bx.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=6.5, color='w' if v < 0.6 else 'k')
     rows = report.get('diversity_rows', {})
-    bx.set_xticks(range(len(labels)), [f'{l} ({rows[l]})' if l in rows else l for l in labels], rotation=45, ha='right', fontsize=7); bx.set_yticks(y, [''] * len(names))
+    bx.set_xticks(range(len(labels)), [f'{l} ({rows[l]})' if l in rows else l for l in labels], rotation=45, ha='right', fontsize=7)
+    bx.set_yticks(range(len(names)), [''] * len(names))
     bx.set_title(f"diversity: entropy of what K={report.get('k', '?')} embeddings show, / the data's", fontsize=9)
+
+# %% ../../nbs/15_truth.ipynb #9ce9d4c9
+def plot_ground_truth(report:dict, title:str='what the embeddings depict'):
+    "Fidelity per method (bars) beside diversity / data's per open label (heat map)."
+    import matplotlib.pyplot as plt
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 0.45 * len(report['methods']) + 1.6), gridspec_kw=dict(width_ratios=[1, 1.4]))
+    plot_fidelity(ax, report, title); plot_diversity(bx, report)
     fig.tight_layout()
     return fig
+
+# %% ../../nbs/15_truth.ipynb #7929586b
+@dataclass
+class GroundTruth:
+    "What a trained prior's samples depict on the test rows, read by probes fitted on labelled training rows."
+    rules:ClaimRules=field(default_factory=lambda: OWN_LABELS)   # what a caption claims; by default each pair's own labels
+    settings:tuple=((1, 1.), (2, 1.), (1, 2.), (2, 2.))           # (candidates, cond_scale) the prior is sampled with
+    rows:int=10_000                   # training rows the probes, the ridge predictor and the data's spread are fitted on
+    test_rows:int=2000                # test rows whose captions are scored
+    name:str='ground_truth'           # its key in metrics.json and its figure's name
+
+    def check(self, config:TrainDiffusionPriorConfig):
+        "Labels are needed: `data.label_columns` names the metadata columns that hold them."
+        if not config.data.label_columns: raise ValueError(f'{self.name} needs data.label_columns (the metadata columns holding the labels)')
+
+GROUND_TRUTH = GroundTruth()   # train.evaluators: ["prior_nbdev.lab.truth:GROUND_TRUTH"]: each pair's own labels are its claims
+
+# %% ../../nbs/15_truth.ipynb #f08b3d84
+def labelled_rows(prior, dataset, start:int, end:int)->tuple[dict, dict[str, Tensor]]:
+    "Rows `start:end` of `dataset` (text embeddings made by the prior's CLIP where the data has none) and their labels."
+    got = dataset.read(start, end)
+    if 'text_embed' not in got: got['text_embed'] = embed_pairs(prior.clip, captions=got['captions'])[1].float()
+    return got, dataset.read_labels(start, end)
+
+# %% ../../nbs/15_truth.ipynb #bdb202c7
+def text_encodings_for(prior, captions:list[str], batch:int=512)->Tensor|None:
+    "The captions' token encodings from the prior's CLIP, for priors conditioned on them (None otherwise)."
+    if not getattr(prior, 'condition_on_text_encodings', False): return None
+    return torch.cat([prior.clip.embed_text(prior.clip.tokenize(captions[s:s + batch]))[1].cpu() for s in range(0, len(captions), batch)])
+
+# %% ../../nbs/15_truth.ipynb #2ac6fa0c
+@patch
+@torch.no_grad()
+def __call__(self:GroundTruth, prior, data:EvalData)->Evaluation|None:
+    "The report on `data.test` (None without a test split), with its figure, lines and the trackers' fidelities."
+    if data.test is None: return None
+    tc, ds, tr, te = data.config.train, data.train.dataset, data.train, data.test
+    train, _ = labelled_rows(prior, ds, tr.start, min(tr.end, tr.start + self.rows))
+    test, test_labels = labelled_rows(prior, ds, te.start, min(te.end, te.start + self.test_rows))
+    probes = LinearProbes.fit(train['image_embed'], ds.read_labels(tr.start, min(tr.end, tr.start + self.rows)))
+    report = ground_truth_report(prior, probes, self.rules, test['captions'], test['text_embed'], test['image_embed'],
+                                 train['captions'], train['text_embed'], train['image_embed'], labels=test_labels,
+                                 settings=[tuple(s) for s in self.settings], timesteps=tc.eval_timesteps[0], seed=tc.random_seed,
+                                 text_encodings=text_encodings_for(prior, test['captions']))
+    report['probe_accuracy'] = probes.accuracy(test['image_embed'], test_labels)
+    return Evaluation(report, figures={self.name: plot_ground_truth(report)}, lines=ground_truth_lines(report),
+                      logged={f'fidelity/{m}': v['fidelity'] for m, v in report['methods'].items()})

@@ -15,7 +15,8 @@ from .schedule import NoiseScheduler, BETA_SCHEDULES, TIME_SAMPLINGS
 from .network import DiffusionPriorNetwork, Config, NetConfig
 
 # %% auto #0
-__all__ = ['LOSSES', 'l2norm', 'PriorConfig', 'DiffusionPrior']
+__all__ = ['LOSSES', 'l2norm', 'PriorConfig', 'config_view', 'PriorSettings', 'check_settings', 'clip_embed_dim',
+           'DiffusionPrior']
 
 # %% ../nbs/04_prior.ipynb #0005
 def l2norm(x:Tensor)->Tensor:
@@ -25,7 +26,7 @@ def l2norm(x:Tensor)->Tensor:
 # The training objective compares the network's prediction with its target with one of three losses.
 LOSSES = dict(l1=F.l1_loss, l2=F.mse_loss, huber=F.smooth_l1_loss)
 
-# %% ../nbs/04_prior.ipynb #4c57d147
+# %% ../nbs/04_prior.ipynb #d3c8d9b3
 @dataclass(frozen=True)
 class PriorConfig(Config):
     "Everything that defines a `DiffusionPrior`: its network, the diffusion, the loss, and which CLIP it uses."
@@ -58,26 +59,76 @@ class PriorConfig(Config):
         net = self.net if isinstance(self.net, NetConfig) else NetConfig.from_dict(self.net, 'net')
         object.__setattr__(self, 'net', net)
         if self.image_embed_dim is None: object.__setattr__(self, 'image_embed_dim', net.dim)
-        self.require(net.dim == self.image_embed_dim, f'the network has dim={net.dim} but image_embed_dim={self.image_embed_dim}; they must be equal')
         for name in ('text_cond_drop_prob', 'image_cond_drop_prob'):
             if getattr(self, name) is None: object.__setattr__(self, name, self.cond_drop_prob)
-        for name in ('cond_drop_prob', 'text_cond_drop_prob', 'image_cond_drop_prob'):
-            self.require(0 <= getattr(self, name) <= 1, f'{name} must lie in [0, 1], got {getattr(self, name)}')
-        self.require(isinstance(self.timesteps, int) and self.timesteps >= 1, f'timesteps must be a positive integer, got {self.timesteps!r}')
-        self.require(self.sample_timesteps is None or 1 <= self.sample_timesteps <= self.timesteps,
-               f'sample_timesteps must lie in [1, timesteps={self.timesteps}], got {self.sample_timesteps}')
-        self.require(self.loss_type in LOSSES, f'unknown loss_type {self.loss_type!r}; expected one of {sorted(LOSSES)}')
-        self.require(self.beta_schedule in BETA_SCHEDULES, f'unknown beta_schedule {self.beta_schedule!r}; expected one of {sorted(BETA_SCHEDULES)}')
-        self.require(self.time_sampling in TIME_SAMPLINGS, f'unknown time_sampling {self.time_sampling!r}; expected one of {list(TIME_SAMPLINGS)}')
-        self.require(self.time_sampling_scale > 0, f'time_sampling_scale must be > 0, got {self.time_sampling_scale}')
-        self.require(not (self.predict_v and self.training_clamp_l2norm),
-               'training_clamp_l2norm normalises an x0 prediction, but predict_v=True makes the network predict v')
-        self.require(self.clip is None or (isinstance(self.clip, dict) and 'make' in self.clip),
-               f'clip must be None or a CLIP spec with at least "make" (see the CLIP chapter), got {self.clip!r}')
-        self.require(self.image_embed_scale is None or self.image_embed_scale > 0, f'image_embed_scale must be > 0, got {self.image_embed_scale}')
+        self.validate()
 
-# %% ../nbs/04_prior.ipynb #0006
-class DiffusionPrior(nn.Module, ModelHubMixin, library_name='prior_nbdev', tags=['diffusion-prior', 'clip', 'dalle2']):
+# %% ../nbs/04_prior.ipynb #546516d9
+@patch
+def validate(self:PriorConfig):
+    "Refuse settings that cannot work, naming the field (`ValueError`)."
+    self.require(self.net.dim == self.image_embed_dim, f'the network has dim={self.net.dim} but image_embed_dim={self.image_embed_dim}; they must be equal')
+    for name in ('cond_drop_prob', 'text_cond_drop_prob', 'image_cond_drop_prob'):
+        self.require(0 <= getattr(self, name) <= 1, f'{name} must lie in [0, 1], got {getattr(self, name)}')
+    self.require(isinstance(self.timesteps, int) and self.timesteps >= 1, f'timesteps must be a positive integer, got {self.timesteps!r}')
+    self.require(self.sample_timesteps is None or 1 <= self.sample_timesteps <= self.timesteps,
+                 f'sample_timesteps must lie in [1, timesteps={self.timesteps}], got {self.sample_timesteps}')
+    self.require(self.loss_type in LOSSES, f'unknown loss_type {self.loss_type!r}; expected one of {sorted(LOSSES)}')
+    self.require(self.beta_schedule in BETA_SCHEDULES, f'unknown beta_schedule {self.beta_schedule!r}; expected one of {sorted(BETA_SCHEDULES)}')
+    self.require(self.time_sampling in TIME_SAMPLINGS, f'unknown time_sampling {self.time_sampling!r}; expected one of {list(TIME_SAMPLINGS)}')
+    self.require(self.time_sampling_scale > 0, f'time_sampling_scale must be > 0, got {self.time_sampling_scale}')
+    self.require(not (self.predict_v and self.training_clamp_l2norm),
+                 'training_clamp_l2norm normalises an x0 prediction, but predict_v=True makes the network predict v')
+    self.require(self.clip is None or (isinstance(self.clip, dict) and 'make' in self.clip),
+                 f'clip must be None or a CLIP spec with at least "make" (see the CLIP chapter), got {self.clip!r}')
+    self.require(self.image_embed_scale is None or self.image_embed_scale > 0, f'image_embed_scale must be > 0, got {self.image_embed_scale}')
+
+# %% ../nbs/04_prior.ipynb #7963a249
+def config_view(name:str)->property:
+    "A read-only attribute that reads `name` from `self.config`; assigning to it says where the setting lives."
+    def get(self): return getattr(self.config, name)
+    def refuse(self, value):
+        raise AttributeError(f'{name} is a setting in prior.config, which is read-only: build the prior with {name}={value!r} '
+                             '(e.g. DiffusionPrior.from_config(dataclasses.replace(prior.config, ...)))')
+    return property(get, refuse, doc=f'`config.{name}`, read-only.')
+
+# %% ../nbs/04_prior.ipynb #146c018b
+class PriorSettings:
+    "The settings a prior reads straight from its config, so that they live in one place."
+    image_embed_dim = config_view('image_embed_dim')
+    image_size = config_view('image_size')
+    sample_timesteps = config_view('sample_timesteps')
+    text_cond_drop_prob = config_view('text_cond_drop_prob')
+    image_cond_drop_prob = config_view('image_cond_drop_prob')
+    loss_type = config_view('loss_type')
+    predict_x_start = config_view('predict_x_start')
+    predict_v = config_view('predict_v')
+    condition_on_text_encodings = config_view('condition_on_text_encodings')
+    sampling_clamp_l2norm = config_view('sampling_clamp_l2norm')
+    sampling_final_clamp_l2norm = config_view('sampling_final_clamp_l2norm')
+    training_clamp_l2norm = config_view('training_clamp_l2norm')
+    init_image_embed_l2norm = config_view('init_image_embed_l2norm')
+
+# %% ../nbs/04_prior.ipynb #4839589b
+def check_settings(settings:dict):
+    "Refuse keyword arguments of `DiffusionPrior` that are not `PriorConfig` settings (`TypeError`)."
+    if unknown := sorted(set(settings) - {f.name for f in dataclasses.fields(PriorConfig)} | ({'net', 'clip'} & set(settings))):
+        raise TypeError(f'DiffusionPrior got unknown argument(s) {unknown}; see PriorConfig for the settings')
+
+# %% ../nbs/04_prior.ipynb #b4c7a5df
+def clip_embed_dim(clip:nn.Module, image_embed_dim:int|None, settings:dict)->int:
+    "The width `clip` embeds to, after checking it is a CLIP adapter that agrees with `image_embed_dim` and the image `settings`."
+    for attr in ('embed_text', 'embed_image', 'dim_latent'):
+        if not hasattr(clip, attr): raise TypeError(f'clip must be a CLIP adapter with .{attr}; got {type(clip).__name__}')
+    if image_embed_dim is not None and image_embed_dim != clip.dim_latent:
+        raise ValueError(f'image_embed_dim={image_embed_dim} but the CLIP adapter embeds to {clip.dim_latent} dimensions')
+    for name in ('image_channels', 'image_size'):
+        theirs, value = getattr(clip, name, None), settings.get(name)
+        if value is not None and theirs is not None and value != theirs: raise ValueError(f'{name}={value} but the CLIP adapter expects {theirs}')
+    return clip.dim_latent
+
+# %% ../nbs/04_prior.ipynb #445bcaf7
+class DiffusionPrior(nn.Module, ModelHubMixin, PriorSettings, library_name='prior_nbdev', tags=['diffusion-prior', 'clip', 'dalle2']):
     "Gaussian diffusion over image embeddings, conditioned on text, with a `DiffusionPriorNetwork` as the denoiser."
     def __init__(self,
                  net:DiffusionPriorNetwork,           # The denoising network; `net.dim` must equal image_embed_dim
@@ -91,76 +142,74 @@ class DiffusionPrior(nn.Module, ModelHubMixin, library_name='prior_nbdev', tags=
         if clip_adapter_overrides:
             raise ValueError('clip_adapter_overrides configures the reference\'s x-clip/CoCa wrappers, which prior_nbdev '
                              'does not have; pass a ready CLIP adapter as clip=')
-        if unknown := sorted(set(settings) - {f.name for f in dataclasses.fields(PriorConfig)} | ({'net', 'clip'} & set(settings))):
-            raise TypeError(f'DiffusionPrior got unknown argument(s) {unknown}; see PriorConfig for the settings')
+        check_settings(settings)
         if clip is not None:
-            for attr in ('embed_text', 'embed_image', 'dim_latent'):
-                if not hasattr(clip, attr): raise TypeError(f'clip must be a CLIP adapter with .{attr}; got {type(clip).__name__}')
-            if image_embed_dim is not None and image_embed_dim != clip.dim_latent:
-                raise ValueError(f'image_embed_dim={image_embed_dim} but the CLIP adapter embeds to {clip.dim_latent} dimensions')
-            for name in ('image_channels', 'image_size'):
-                theirs, value = getattr(clip, name, None), settings.get(name)
-                if value is not None and theirs is not None and value != theirs: raise ValueError(f'{name}={value} but the CLIP adapter expects {theirs}')
-            image_embed_dim = clip.dim_latent
-            clip.requires_grad_(False)
-            clip.eval()
-        elif image_embed_dim is None:
-            raise ValueError('image_embed_dim is required when no clip adapter is given')
+            image_embed_dim = clip_embed_dim(clip, image_embed_dim, settings)
+            clip.requires_grad_(False); clip.eval()
+        elif image_embed_dim is None: raise ValueError('image_embed_dim is required when no clip adapter is given')
         spec = getattr(clip, 'spec', None)
         self.config = PriorConfig(net=net.config, image_embed_dim=image_embed_dim, clip=dict(spec) if spec else clip_spec, **settings)
         self.net, self.clip = net, clip
         self.noise_scheduler = NoiseScheduler(beta_schedule=self.config.beta_schedule, timesteps=self.config.timesteps)
 
-    @classmethod
-    def from_config(cls, config:PriorConfig|dict, clip:nn.Module|None=None, net:DiffusionPriorNetwork|None=None)->DiffusionPrior:
-        "A fresh prior built from a `PriorConfig` (or its dict); `clip` is the adapter for `config.clip`, built by the caller; `net` one built from `config.net` (None: built here)."
-        config = config if isinstance(config, PriorConfig) else PriorConfig.from_dict(config, 'prior')
-        settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in ('net', 'image_embed_dim', 'clip')}
-        return cls(DiffusionPriorNetwork.from_config(config.net) if net is None else net, clip=clip,
-                   image_embed_dim=config.image_embed_dim, clip_spec=config.clip, **settings)
+# %% ../nbs/04_prior.ipynb #5145cd01
+@patch(cls_method=True)
+def from_config(cls:DiffusionPrior, config:PriorConfig|dict, clip:nn.Module|None=None, net:DiffusionPriorNetwork|None=None)->DiffusionPrior:
+    "A fresh prior built from a `PriorConfig` (or its dict); `clip` is the adapter for `config.clip`, built by the caller; `net` one built from `config.net` (None: built here)."
+    config = config if isinstance(config, PriorConfig) else PriorConfig.from_dict(config, 'prior')
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in ('net', 'image_embed_dim', 'clip')}
+    return cls(DiffusionPriorNetwork.from_config(config.net) if net is None else net, clip=clip,
+               image_embed_dim=config.image_embed_dim, clip_spec=config.clip, **settings)
 
-    @property
-    def device(self)->torch.device: return self.noise_scheduler.betas.device
-    @property
-    def image_embed_scale(self)->float:
-        "Length of the embeddings during diffusion: √d unless configured."
-        return self.image_embed_dim ** 0.5 if self.config.image_embed_scale is None else self.config.image_embed_scale
-    @property
-    def channels(self)->int: return self.config.image_channels
-    @property
-    def loss_fn(self): return LOSSES[self.config.loss_type]
+# %% ../nbs/04_prior.ipynb #b1c9c499
+@patch(as_prop=True)
+def device(self:DiffusionPrior)->torch.device: return self.noise_scheduler.betas.device
+@patch(as_prop=True)
+def channels(self:DiffusionPrior)->int: return self.config.image_channels
+@patch(as_prop=True)
+def loss_fn(self:DiffusionPrior): return LOSSES[self.config.loss_type]
 
-    @property
-    def guidance_refusal(self)->str|None:
-        "Why classifier-free guidance cannot work with this prior (None: it can)."
-        if (why := self.net.guidance_refusal) is not None: return why
-        if self.config.guidance is False: return 'this prior\'s config says it cannot guide (guidance=false); use cond_scale=1'
-        if self.config.guidance is None and not (self.text_cond_drop_prob > 0 and self.image_cond_drop_prob > 0):
-            return ('guidance needs a prior trained with condition dropout (text_cond_drop_prob and image_cond_drop_prob > 0); '
-                    'this one was not, so only cond_scale=1 is meaningful')
-        return None
-    @property
-    def can_classifier_guidance(self)->bool: return self.guidance_refusal is None
+# %% ../nbs/04_prior.ipynb #4917a0f0
+@patch(as_prop=True)
+def image_embed_scale(self:DiffusionPrior)->float:
+    "Length of the embeddings during diffusion: √d unless configured."
+    return self.image_embed_dim ** 0.5 if self.config.image_embed_scale is None else self.config.image_embed_scale
 
-    def l2norm_clamp_embed(self, image_embed:Tensor)->Tensor:
-        "`image_embed` rescaled to length `image_embed_scale`."
-        return l2norm(image_embed) * self.image_embed_scale
+@patch
+def l2norm_clamp_embed(self:DiffusionPrior, image_embed:Tensor)->Tensor:
+    "`image_embed` rescaled to length `image_embed_scale`."
+    return l2norm(image_embed) * self.image_embed_scale
 
-class _ConfigSetting:
-    "A prior attribute that reads its value from `prior.config` and cannot be set from outside."
-    def __set_name__(self, owner, name): self.name = name
-    def __get__(self, prior, owner=None): return self if prior is None else getattr(prior.config, self.name)
-    def __set__(self, prior, value):
-        raise AttributeError(f'{self.name} is a setting in prior.config, which is read-only: build the prior with {self.name}={value!r} '
-                             '(e.g. DiffusionPrior.from_config(dataclasses.replace(prior.config, ...)))')
+# %% ../nbs/04_prior.ipynb #fdcd49f3
+@patch(as_prop=True)
+def guidance_refusal(self:DiffusionPrior)->str|None:
+    "Why classifier-free guidance cannot work with this prior (None: it can)."
+    if (why := self.net.guidance_refusal) is not None: return why
+    if self.config.guidance is False: return 'this prior\'s config says it cannot guide (guidance=false); use cond_scale=1'
+    if self.config.guidance is None and not (self.text_cond_drop_prob > 0 and self.image_cond_drop_prob > 0):
+        return ('guidance needs a prior trained with condition dropout (text_cond_drop_prob and image_cond_drop_prob > 0); '
+                'this one was not, so only cond_scale=1 is meaningful')
+    return None
 
-# the settings read straight from the config, so there is one place they live
-for _name in ('image_embed_dim', 'image_size', 'sample_timesteps', 'text_cond_drop_prob', 'image_cond_drop_prob', 'loss_type',
-              'predict_x_start', 'predict_v', 'condition_on_text_encodings', 'sampling_clamp_l2norm', 'sampling_final_clamp_l2norm',
-              'training_clamp_l2norm', 'init_image_embed_l2norm'):
-    setattr(DiffusionPrior, _name, _ConfigSetting()); getattr(DiffusionPrior, _name).__set_name__(DiffusionPrior, _name)
+@patch(as_prop=True)
+def can_classifier_guidance(self:DiffusionPrior)->bool: return self.guidance_refusal is None
 
-# %% ../nbs/04_prior.ipynb #000c
+# %% ../nbs/04_prior.ipynb #25132bff
+@patch
+def text_cond_kwargs(self:DiffusionPrior, text_embed:Tensor, text_encodings:Tensor|None=None)->dict:
+    "The network's text keyword arguments from precomputed `text_embed` (+ `text_encodings`), checked against this prior."
+    if text_encodings is not None and not self.condition_on_text_encodings:
+        raise ValueError('text_encodings given, but this prior was built with condition_on_text_encodings=False and would ignore them')
+    if text_embed.ndim != 2 or text_embed.shape[-1] != self.image_embed_dim:
+        raise ValueError(f'text_embed must be (batch, {self.image_embed_dim}), got {tuple(text_embed.shape)}')
+    if not self.condition_on_text_encodings: return dict(text_embed=text_embed)
+    if text_encodings is None:
+        raise ValueError('this prior conditions on text encodings (condition_on_text_encodings=True): pass text_encodings')
+    if text_encodings.ndim != 3 or text_encodings.shape[0] != text_embed.shape[0] or text_encodings.shape[-1] != self.image_embed_dim:
+        raise ValueError(f'text_encodings must be (batch={text_embed.shape[0]}, tokens, {self.image_embed_dim}), got {tuple(text_encodings.shape)}')
+    return dict(text_embed=text_embed, text_encodings=text_encodings)
+
+# %% ../nbs/04_prior.ipynb #846566dd
 @patch
 def text_condition(self:DiffusionPrior, text:Tensor|None=None, text_embed:Tensor|None=None,
                    text_encodings:Tensor|None=None)->dict:
@@ -172,19 +221,16 @@ def text_condition(self:DiffusionPrior, text:Tensor|None=None, text_embed:Tensor
         if text_encodings is not None: raise ValueError('pass text_encodings with text_embed, not with text')
         text_embed, clip_encodings = self.clip.embed_text(text)
         if self.condition_on_text_encodings: text_encodings = clip_encodings
-    elif text_encodings is not None and not self.condition_on_text_encodings:
-        raise ValueError('text_encodings given, but this prior was built with condition_on_text_encodings=False and would ignore them')
-    if text_embed.ndim != 2 or text_embed.shape[-1] != self.image_embed_dim:
-        raise ValueError(f'text_embed must be (batch, {self.image_embed_dim}), got {tuple(text_embed.shape)}')
-    if self.condition_on_text_encodings:
-        if text_encodings is None:
-            raise ValueError('this prior conditions on text encodings (condition_on_text_encodings=True): pass text_encodings')
-        if text_encodings.ndim != 3 or text_encodings.shape[0] != text_embed.shape[0] or text_encodings.shape[-1] != self.image_embed_dim:
-            raise ValueError(f'text_encodings must be (batch={text_embed.shape[0]}, tokens, {self.image_embed_dim}), got {tuple(text_encodings.shape)}')
-        return dict(text_embed=text_embed, text_encodings=text_encodings)
-    return dict(text_embed=text_embed)
+    return self.text_cond_kwargs(text_embed, text_encodings)
 
-# %% ../nbs/04_prior.ipynb #000f
+# %% ../nbs/04_prior.ipynb #bb15435c
+@patch
+def training_target(self:DiffusionPrior, image_embed:Tensor, times:Tensor, noise:Tensor)->Tensor:
+    "What the network learns to predict for scaled `image_embed` noised with `noise` to `times`: v, the clean embedding or the noise."
+    if self.predict_v: return self.noise_scheduler.calculate_v(image_embed, times, noise)
+    return image_embed if self.predict_x_start else noise
+
+# %% ../nbs/04_prior.ipynb #53f2da1d
 @patch
 def p_losses(self:DiffusionPrior, image_embed:Tensor, times:Tensor, text_cond:dict, noise:Tensor|None=None)->Tensor:
     "The denoising loss for scaled `image_embed` noised to `times`."
@@ -196,25 +242,29 @@ def p_losses(self:DiffusionPrior, image_embed:Tensor, times:Tensor, text_cond:di
     pred = self.net(noisy, times, self_cond=self_cond, text_cond_drop_prob=self.text_cond_drop_prob,
                     image_cond_drop_prob=self.image_cond_drop_prob, **text_cond)
     if self.predict_x_start and self.training_clamp_l2norm: pred = self.l2norm_clamp_embed(pred)
-    if self.predict_v: target = self.noise_scheduler.calculate_v(image_embed, times, noise)
-    elif self.predict_x_start: target = image_embed
-    else: target = noise
-    return self.loss_fn(pred, target)
+    return self.loss_fn(pred, self.training_target(image_embed, times, noise))
 
-# %% ../nbs/04_prior.ipynb #0011
+# %% ../nbs/04_prior.ipynb #3f4b9010
+@patch
+def training_image_embed(self:DiffusionPrior, image:Tensor|None, image_embed:Tensor|None, rows:int)->Tensor:
+    "A training batch's (unscaled) image embeddings, given or made from `image` by CLIP, checked against the `rows` texts."
+    if image is not None:
+        if self.clip is None: raise ValueError('image needs a CLIP adapter: build the prior with clip=..., or pass image_embed')
+        image_embed, _ = self.clip.embed_image(image)
+    if image_embed.ndim != 2 or image_embed.shape[-1] != self.image_embed_dim:
+        raise ValueError(f'image_embed must be (batch, {self.image_embed_dim}), got {tuple(image_embed.shape)}')
+    if image_embed.shape[0] != rows:
+        raise ValueError(f"image_embed has {image_embed.shape[0]} rows but text_embed has {rows}")
+    return image_embed
+
+# %% ../nbs/04_prior.ipynb #94653182
 @patch
 def forward(self:DiffusionPrior, text:Tensor|None=None, image:Tensor|None=None, text_embed:Tensor|None=None,
             image_embed:Tensor|None=None, text_encodings:Tensor|None=None)->Tensor:
     "Training loss for a batch; give `image` or `image_embed`, and `text` or `text_embed` (+ `text_encodings`)."
     if (image is None) == (image_embed is None): raise ValueError('pass exactly one of image or image_embed')
     text_cond = self.text_condition(text, text_embed, text_encodings)
-    if image is not None:
-        if self.clip is None: raise ValueError('image needs a CLIP adapter: build the prior with clip=..., or pass image_embed')
-        image_embed, _ = self.clip.embed_image(image)
-    if image_embed.ndim != 2 or image_embed.shape[-1] != self.image_embed_dim:
-        raise ValueError(f'image_embed must be (batch, {self.image_embed_dim}), got {tuple(image_embed.shape)}')
-    if image_embed.shape[0] != text_cond['text_embed'].shape[0]:
-        raise ValueError(f"image_embed has {image_embed.shape[0]} rows but text_embed has {text_cond['text_embed'].shape[0]}")
+    image_embed = self.training_image_embed(image, image_embed, text_cond['text_embed'].shape[0])
     how = (self.config.time_sampling, self.config.time_sampling_loc, self.config.time_sampling_scale) if self.training else ()
     times = self.noise_scheduler.sample_random_times(image_embed.shape[0], *how)
     return self.p_losses(image_embed * self.image_embed_scale, times, text_cond)

@@ -13,7 +13,8 @@ from .schedule import ddpm_step, ddim_step, dalle2_ddim_times, ddim_times
 from .prior import DiffusionPrior, l2norm
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'randn_rows', 'cuda_graphed', 'most_text_similar', 'eval_mode']
+__all__ = ['SAMPLERS', 'randn_rows', 'stack_trajectory', 'choose_sampler', 'autocast_uncached', 'cuda_graphed',
+           'most_text_similar', 'eval_mode', 'keep_trajectory']
 
 # %% ../nbs/05_sampling.ipynb #0016
 def randn_rows(like:Tensor, generator=None)->Tensor:
@@ -27,22 +28,25 @@ def randn_rows(like:Tensor, generator=None)->Tensor:
     rows = like.shape[0] // len(gens)
     return torch.cat([torch.randn((rows, *like.shape[1:]), generator=g, device=g.device, dtype=like.dtype) for g in gens]).to(like.device)
 
-# %% ../nbs/05_sampling.ipynb #ea3a9aab
+# %% ../nbs/05_sampling.ipynb #3d97b93e
 @patch
-def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, self_cond:Tensor|None=None,
-                     cond_scale:float=1., cache=None, negative_cond:dict|None=None, negative_cache=None,
-                     predict=None,          # predict(x, t): the cached network call, replayed from a CUDA graph
-                     one_timestep:bool|None=None)->Tensor: # every row at one step (the samplers' case); None: look
-    "The network's estimate of x0 from `x` at steps `t`, guided with strength `cond_scale` away from the null condition or from `negative_cond`."
+def guided_prediction(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, self_cond:Tensor|None=None, cond_scale:float=1.,
+                      cache=None, negative_cond:dict|None=None, negative_cache=None, predict=None, one_timestep:bool|None=None)->Tensor:
+    "The network's output at `x`, `t`, guided with strength `cond_scale` away from the null condition or from `negative_cond`."
     if negative_cond is not None and cond_scale != 1:   # both branches see the noised image; only the text differs
         if cache is not None:
             cond, neg = (self.net.predict_cached(c, x, t, self_cond, one_timestep=one_timestep) for c in (cache, negative_cache))
         else:
             cond, neg = (self.net.forward_with_cond_scale(x, t, self_cond=self_cond, **c) for c in (text_cond, negative_cond))
-        pred = neg + (cond - neg) * cond_scale
-    elif predict is not None: pred = predict(x, t)
-    elif cache is not None: pred = self.net.predict_cached(cache, x, t, self_cond, cond_scale, one_timestep=one_timestep)
-    else: pred = self.net.forward_with_cond_scale(x, t, cond_scale=cond_scale, self_cond=self_cond, **text_cond)
+        return neg + (cond - neg) * cond_scale
+    if predict is not None: return predict(x, t)
+    if cache is not None: return self.net.predict_cached(cache, x, t, self_cond, cond_scale, one_timestep=one_timestep)
+    return self.net.forward_with_cond_scale(x, t, cond_scale=cond_scale, self_cond=self_cond, **text_cond)
+
+# %% ../nbs/05_sampling.ipynb #fa378060
+@patch
+def x_start_from(self:DiffusionPrior, x:Tensor, t:Tensor, pred:Tensor)->Tensor:
+    "The x0 estimate that the network's output `pred` at `x`, `t` stands for (it predicts x0, the noise or v), with the configured clamps."
     if self.predict_v: x_start = self.noise_scheduler.predict_start_from_v(x, t, pred)
     elif self.predict_x_start: x_start = pred
     else: x_start = self.noise_scheduler.predict_start_from_noise(x, t, pred)
@@ -51,7 +55,45 @@ def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, se
     if self.predict_x_start and self.sampling_clamp_l2norm: x_start = self.l2norm_clamp_embed(x_start)
     return x_start
 
-# %% ../nbs/05_sampling.ipynb #295c69f0
+# %% ../nbs/05_sampling.ipynb #06d631ab
+@patch
+def estimate_x_start(self:DiffusionPrior, x:Tensor, t:Tensor, text_cond:dict, self_cond:Tensor|None=None,
+                     cond_scale:float=1., cache=None, negative_cond:dict|None=None, negative_cache=None,
+                     predict=None,          # predict(x, t): the cached network call, replayed from a CUDA graph
+                     one_timestep:bool|None=None)->Tensor: # every row at one step (the samplers' case); None: look
+    "The network's estimate of x0 from `x` at steps `t`, guided with strength `cond_scale` away from the null condition or from `negative_cond`."
+    pred = self.guided_prediction(x, t, text_cond, self_cond, cond_scale, cache, negative_cond, negative_cache, predict, one_timestep)
+    return self.x_start_from(x, t, pred)
+
+# %% ../nbs/05_sampling.ipynb #5a738ef7
+@patch
+def initial_noise(self:DiffusionPrior, shape:tuple, generator=None, latents:Tensor|None=None)->Tensor:
+    "The chain's start at the diffusion's scale: `latents` if given, else drawn (see `randn_rows`); l2-normalised if configured."
+    if latents is not None:
+        if tuple(latents.shape) != tuple(shape): raise ValueError(f'latents must have shape {tuple(shape)}, got {tuple(latents.shape)}')
+        x = latents.to(self.device, torch.float32)
+    else: x = torch.randn(shape, device=self.device) if generator is None else randn_rows(torch.empty(shape, device=self.device), generator)
+    return self.l2norm_clamp_embed(x) if self.init_image_embed_l2norm else x
+
+# %% ../nbs/05_sampling.ipynb #551f6c6c
+@patch
+def _text_caches(self:DiffusionPrior, text_cond:dict, negative_cond:dict|None, guide_by_null:bool, cache_text:bool, cuda_graph:bool)->tuple:
+    "The text prefix's keys/values for the prompts (with the null branch if guiding by it) and for the negative prompts, or None."
+    use_cache = cache_text and (not guide_by_null or self.net.cached_guidance)
+    if cuda_graph and (not use_cache or negative_cond is not None or self.net.self_cond):   # refused before any work
+        raise ValueError('cuda_graph=True replays the cached network call: it needs cache_text=True, no negative prompt '
+                         'and a network without self-conditioning')
+    cache = self.net.cache_text(text_cond['text_embed'], text_cond.get('text_encodings'), with_null=guide_by_null) if use_cache else None
+    negative_cache = (self.net.cache_text(negative_cond['text_embed'], negative_cond.get('text_encodings'))
+                      if use_cache and negative_cond is not None else None)
+    return cache, negative_cache
+
+# %% ../nbs/05_sampling.ipynb #ad48f6c0
+def stack_trajectory(steps:list)->dict:
+    "A sampling chain's `(t, x_t, x0)` per step as dict(t, x_t, x0), each stacked over the steps."
+    return dict(t=torch.tensor([s[0] for s in steps]), x_t=torch.stack([s[1] for s in steps]), x0=torch.stack([s[2] for s in steps]))
+
+# %% ../nbs/05_sampling.ipynb #c14dcf3e
 @patch
 def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float, times:list[int], update, progress:bool, *,
              generator=None, latents:Tensor|None=None, negative_cond:dict|None=None, callback=None,
@@ -60,20 +102,8 @@ def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float,
     guide_by_null = cond_scale != 1 and negative_cond is None
     if guide_by_null and (why := self.guidance_refusal) is not None: raise ValueError(f'cond_scale={cond_scale}: {why}')
     batch, scale = shape[0], self.image_embed_scale
-    def randn(like): return randn_rows(like, generator)
-    if latents is not None:
-        if tuple(latents.shape) != tuple(shape): raise ValueError(f'latents must have shape {tuple(shape)}, got {tuple(latents.shape)}')
-        x = latents.to(self.device, torch.float32)
-    else: x = torch.randn(shape, device=self.device) if generator is None else randn(torch.empty(shape, device=self.device))
-    if self.init_image_embed_l2norm: x = self.l2norm_clamp_embed(x)
-    # the text prefix's keys/values are the same at every step: computed once (exact; see the network chapter)
-    use_cache = cache_text and (not guide_by_null or self.net.cached_guidance)
-    if cuda_graph and (not use_cache or negative_cond is not None or self.net.self_cond):   # refused before any work
-        raise ValueError('cuda_graph=True replays the cached network call: it needs cache_text=True, no negative prompt '
-                         'and a network without self-conditioning')
-    cache = self.net.cache_text(text_cond['text_embed'], text_cond.get('text_encodings'), with_null=guide_by_null) if use_cache else None
-    negative_cache = (self.net.cache_text(negative_cond['text_embed'], negative_cond.get('text_encodings'))
-                      if use_cache and negative_cond is not None else None)
+    x = self.initial_noise(shape, generator, latents)
+    cache, negative_cache = self._text_caches(text_cond, negative_cond, guide_by_null, cache_text, cuda_graph)
     predict = None
     if cuda_graph:
         t0 = torch.full((batch,), times[0], device=self.device, dtype=torch.long)
@@ -86,11 +116,9 @@ def _denoise(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float,
         if return_intermediates: trajectory.append((time, x / scale, x_start / scale))
         if callback is not None and callback(i, time, x / scale, x_start / scale) is False:
             x = x_start; break      # stopped early: the best guess so far
-        x = update(x, x_start, t, i, randn)
+        x = update(x, x_start, t, i, lambda like: randn_rows(like, generator))
     if self.predict_x_start and self.sampling_final_clamp_l2norm: x = self.l2norm_clamp_embed(x)
-    if not return_intermediates: return x
-    return x, dict(t=torch.tensor([s[0] for s in trajectory]), x_t=torch.stack([s[1] for s in trajectory]),
-                   x0=torch.stack([s[2] for s in trajectory]))
+    return (x, stack_trajectory(trajectory)) if return_intermediates else x
 
 # %% ../nbs/05_sampling.ipynb #0018
 @patch
@@ -131,9 +159,35 @@ def p_sample_loop_ddim_textbook(self:DiffusionPrior, shape:tuple, text_cond:dict
         return ddim_step(x_start, pred_noise, alpha, alpha_next, noise, eta)
     return self._denoise(shape, text_cond, cond_scale, times, update, progress, **controls)
 
-# %% ../nbs/05_sampling.ipynb #0020
+# %% ../nbs/05_sampling.ipynb #3644e324
 SAMPLERS = ('ddpm', 'ddim_dalle2', 'ddim')
 
+def choose_sampler(sampler:str|None, timesteps:int|None, num_timesteps:int)->tuple[str, int]:
+    "The sampler and its timesteps: `sampler` if named, else the reference's rule (DDPM for all T steps, its DDIM for fewer)."
+    timesteps = num_timesteps if timesteps is None else int(timesteps)
+    if not 1 <= timesteps <= num_timesteps: raise ValueError(f'timesteps must lie in [1, {num_timesteps}], got {timesteps}')
+    if sampler is None: sampler = 'ddpm' if timesteps == num_timesteps else 'ddim_dalle2'
+    if sampler not in SAMPLERS: raise ValueError(f'unknown sampler {sampler!r}; expected one of {list(SAMPLERS)}')
+    return sampler, timesteps
+
+# %% ../nbs/05_sampling.ipynb #0927781e
+@patch
+def _run_sampler(self:DiffusionPrior, sampler:str, shape:tuple, text_cond:dict, cond_scale:float, timesteps:int,
+                 eta:float|None, progress:bool, **controls)->Tensor:
+    "Scaled samples from the named sampler, after checking the arguments that only it takes."
+    num_timesteps = self.noise_scheduler.num_timesteps
+    if sampler == 'ddpm':
+        if timesteps != num_timesteps: raise ValueError(f'the ddpm sampler visits all {num_timesteps} steps; got timesteps={timesteps}')
+        if eta is not None: raise ValueError('eta applies to the DDIM samplers, not ddpm')
+        return self.p_sample_loop_ddpm(shape, text_cond, cond_scale=cond_scale, progress=progress, **controls)
+    if sampler == 'ddim_dalle2':
+        if timesteps < 2: raise ValueError('the ddim_dalle2 sampler needs timesteps >= 2 (it makes timesteps - 1 network calls)')
+        return self.p_sample_loop_ddim(shape, text_cond, timesteps=timesteps, eta=1. if eta is None else eta, cond_scale=cond_scale,
+                                       progress=progress, **controls)
+    return self.p_sample_loop_ddim_textbook(shape, text_cond, timesteps=timesteps, eta=0. if eta is None else eta,
+                                            cond_scale=cond_scale, progress=progress, **controls)
+
+# %% ../nbs/05_sampling.ipynb #0d065d43
 @patch
 @torch.no_grad()
 def p_sample_loop(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:float=1., timesteps:int|None=None, *,
@@ -149,40 +203,30 @@ def p_sample_loop(self:DiffusionPrior, shape:tuple, text_cond:dict, cond_scale:f
                   cuda_graph:bool=False,        # CUDA only: capture the per-step network call once, replay it at every step
                  ):
     "Image embeddings of `shape` sampled for `text_cond`, at CLIP's scale."
-    num_timesteps = self.noise_scheduler.num_timesteps
-    timesteps = num_timesteps if timesteps is None else int(timesteps)
-    if not 1 <= timesteps <= num_timesteps: raise ValueError(f'timesteps must lie in [1, {num_timesteps}], got {timesteps}')
-    if sampler is None: sampler = 'ddpm' if timesteps == num_timesteps else 'ddim_dalle2'
-    if sampler not in SAMPLERS: raise ValueError(f'unknown sampler {sampler!r}; expected one of {list(SAMPLERS)}')
+    sampler, timesteps = choose_sampler(sampler, timesteps, self.noise_scheduler.num_timesteps)
     if negative_cond is not None and negative_cond['text_embed'].shape[0] != shape[0]:
         raise ValueError(f"negative_cond has {negative_cond['text_embed'].shape[0]} rows for {shape[0]} samples")
-    controls = dict(generator=generator, latents=latents, negative_cond=negative_cond, callback=callback,
-                    return_intermediates=return_intermediates, cache_text=cache_text,
-                    cuda_graph=cuda_graph)
-    if sampler == 'ddpm':
-        if timesteps != num_timesteps: raise ValueError(f'the ddpm sampler visits all {num_timesteps} steps; got timesteps={timesteps}')
-        if eta is not None: raise ValueError('eta applies to the DDIM samplers, not ddpm')
-        out = self.p_sample_loop_ddpm(shape, text_cond, cond_scale=cond_scale, progress=progress, **controls)
-    elif sampler == 'ddim_dalle2':
-        if timesteps < 2: raise ValueError('the ddim_dalle2 sampler needs timesteps >= 2 (it makes timesteps - 1 network calls)')
-        out = self.p_sample_loop_ddim(shape, text_cond, timesteps=timesteps, eta=1. if eta is None else eta, cond_scale=cond_scale,
-                                      progress=progress, **controls)
-    else:
-        out = self.p_sample_loop_ddim_textbook(shape, text_cond, timesteps=timesteps, eta=0. if eta is None else eta,
-                                               cond_scale=cond_scale, progress=progress, **controls)
+    out = self._run_sampler(sampler, shape, text_cond, cond_scale, timesteps, eta, progress, generator=generator, latents=latents,
+                            negative_cond=negative_cond, callback=callback, return_intermediates=return_intermediates,
+                            cache_text=cache_text, cuda_graph=cuda_graph)
     if return_intermediates: return out[0] / self.image_embed_scale, out[1]
     return out / self.image_embed_scale
 
-# %% ../nbs/05_sampling.ipynb #12c617f1
+# %% ../nbs/05_sampling.ipynb #3e17e456
+def autocast_uncached(fn):
+    "`fn` under the CUDA autocast in force now (none: `fn` itself), with autocast's weight cache off, as graph capture needs."
+    if not torch.is_autocast_enabled('cuda'): return fn
+    dtype = torch.get_autocast_dtype('cuda')
+    def run(*args):
+        with torch.autocast('cuda', dtype=dtype, cache_enabled=False): return fn(*args)
+    return run
+
+# %% ../nbs/05_sampling.ipynb #8f452932
 def cuda_graphed(fn, *example:Tensor):
     "`fn(*inputs)` captured once as a CUDA graph on inputs shaped like `example`; returns a function that replays it."
     if not example or any(e.device.type != 'cuda' for e in example):
         raise ValueError('cuda_graph=True needs the prior and its inputs on a CUDA device')
-    if torch.is_autocast_enabled('cuda'):
-        inner, dtype = fn, torch.get_autocast_dtype('cuda')
-        def fn(*args):
-            with torch.autocast('cuda', dtype=dtype, cache_enabled=False): return inner(*args)
-    inputs = [e.clone() for e in example]
+    fn, inputs = autocast_uncached(fn), [e.clone() for e in example]
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):          # warm-up off the capture: kernel choices and allocations settle
@@ -196,13 +240,14 @@ def cuda_graphed(fn, *example:Tensor):
         return output.clone()
     return replay
 
-# %% ../nbs/05_sampling.ipynb #0027
+# %% ../nbs/05_sampling.ipynb #7bb18527
 def _alias(ours:str, value, default, theirs:str, their_value):
     "`their_value` (a diffusers name) where given, after checking it agrees with ours."
     if their_value is None: return value
     if value != default and value != their_value: raise ValueError(f'{ours}={value!r} and {theirs}={their_value!r} disagree')
     return their_value
 
+# %% ../nbs/05_sampling.ipynb #bfc9766f
 @patch
 def _tokens(self:DiffusionPrior, text):
     "Token ids from strings through the CLIP adapter's tokenizer (ids and None pass through)."
@@ -211,6 +256,20 @@ def _tokens(self:DiffusionPrior, text):
     if self.clip is None or not hasattr(self.clip, 'tokenize'):
         raise ValueError('text given as strings needs a CLIP adapter with a tokenizer: build the prior with clip=..., or pass token ids or text_embed')
     return self.clip.tokenize(list(text))
+
+# %% ../nbs/05_sampling.ipynb #9d9a3586
+def _sample_args(num_samples_per_batch:int, n_samples_per_batch:int|None, num_images_per_prompt:int, timesteps:int|None,
+                 num_inference_steps:int|None, cond_scale:float, guidance_scale:float|None, default_timesteps:int|None)->tuple:
+    "`sample`'s candidates per prompt, timesteps and cond_scale, their other names merged and checked."
+    if n_samples_per_batch is not None:
+        if num_samples_per_batch not in (2, n_samples_per_batch):
+            raise ValueError(f'num_samples_per_batch={num_samples_per_batch} and n_samples_per_batch={n_samples_per_batch} disagree')
+        num_samples_per_batch = n_samples_per_batch
+    timesteps = _alias('timesteps', timesteps, None, 'num_inference_steps', num_inference_steps)
+    cond_scale = _alias('cond_scale', cond_scale, 1., 'guidance_scale', guidance_scale)
+    if num_samples_per_batch < 1: raise ValueError(f'num_samples_per_batch must be >= 1, got {num_samples_per_batch}')
+    if num_images_per_prompt < 1: raise ValueError(f'num_images_per_prompt must be >= 1, got {num_images_per_prompt}')
+    return num_samples_per_batch, default_timesteps if timesteps is None else timesteps, cond_scale
 
 # %% ../nbs/05_sampling.ipynb #b3f1c2a1
 def most_text_similar(candidates:Tensor, # (b, r, d): r candidate image embeddings per text
@@ -233,7 +292,25 @@ def eval_mode(*modules:torch.nn.Module):
     finally:
         for m, mode in zip(modules, modes): m.train(mode)
 
-# %% ../nbs/05_sampling.ipynb #11af492e
+# %% ../nbs/05_sampling.ipynb #a5ff4871
+@patch
+def negative_text_cond(self:DiffusionPrior, negative_text, negative_text_embed:Tensor|None, negative_text_encodings:Tensor|None,
+                       batch:int, repeats:int)->dict|None:
+    "The condition of 1 (shared) or `batch` negative prompts, one per prompt, each row repeated `repeats` times; None if none."
+    if negative_text is None and negative_text_embed is None: return None
+    cond = self.text_condition(self._tokens(negative_text), negative_text_embed, negative_text_encodings)
+    rows = cond['text_embed'].shape[0]
+    if rows not in (1, batch): raise ValueError(f'{rows} negative prompts for {batch} prompts: give 1 or {batch}')
+    return {k: v.expand(batch, *v.shape[1:]).repeat_interleave(repeats, dim=0) for k, v in cond.items()}
+
+# %% ../nbs/05_sampling.ipynb #6b4d18d0
+def keep_trajectory(trajectory:dict, best:Tensor, r:int)->dict:
+    "The steps of `trajectory` (of all `r` candidates per row) for each row's kept candidate `best`."
+    n = len(best)
+    pick = lambda s: s.view(s.shape[0], n, r, -1)[:, torch.arange(n), best.cpu()]
+    return dict(t=trajectory['t'], x_t=pick(trajectory['x_t']), x0=pick(trajectory['x0']))
+
+# %% ../nbs/05_sampling.ipynb #0f6c8091
 @patch
 @torch.no_grad()
 def sample(self:DiffusionPrior, text:Tensor|list[str]|None=None, num_samples_per_batch:int=2, cond_scale:float=1.,
@@ -255,33 +332,18 @@ def sample(self:DiffusionPrior, text:Tensor|list[str]|None=None, num_samples_per
            num_inference_steps:int|None=None, guidance_scale:float|None=None, # diffusers' names for timesteps, cond_scale
           ):                                    # (b * num_images_per_prompt, d), the best candidate each
     "Image embeddings per text: each the most text-similar of `num_samples_per_batch` candidates."
-    if n_samples_per_batch is not None:
-        if num_samples_per_batch not in (2, n_samples_per_batch):
-            raise ValueError(f'num_samples_per_batch={num_samples_per_batch} and n_samples_per_batch={n_samples_per_batch} disagree')
-        num_samples_per_batch = n_samples_per_batch
-    timesteps = _alias('timesteps', timesteps, None, 'num_inference_steps', num_inference_steps)
-    cond_scale = _alias('cond_scale', cond_scale, 1., 'guidance_scale', guidance_scale)
-    if num_samples_per_batch < 1: raise ValueError(f'num_samples_per_batch must be >= 1, got {num_samples_per_batch}')
-    if num_images_per_prompt < 1: raise ValueError(f'num_images_per_prompt must be >= 1, got {num_images_per_prompt}')
-    timesteps = self.sample_timesteps if timesteps is None else timesteps
+    r, timesteps, cond_scale = _sample_args(num_samples_per_batch, n_samples_per_batch, num_images_per_prompt, timesteps,
+                                            num_inference_steps, cond_scale, guidance_scale, self.sample_timesteps)
     text_cond = self.text_condition(self._tokens(text), text_embed, text_encodings)
-    batch, n, r = text_cond['text_embed'].shape[0], num_images_per_prompt, num_samples_per_batch
+    batch, n = text_cond['text_embed'].shape[0], num_images_per_prompt
     if isinstance(generator, (list, tuple)) and len(generator) != batch:
         raise ValueError(f'{len(generator)} generators for {batch} prompts: give one torch.Generator, or one per prompt')
-    negative_cond = None
-    if negative_text is not None or negative_text_embed is not None:
-        negative_cond = self.text_condition(self._tokens(negative_text), negative_text_embed, negative_text_encodings)
-        rows = negative_cond['text_embed'].shape[0]
-        if rows not in (1, batch): raise ValueError(f'{rows} negative prompts for {batch} prompts: give 1 or {batch}')
-        negative_cond = {k: v.expand(batch, *v.shape[1:]).repeat_interleave(n * r, dim=0) for k, v in negative_cond.items()}
+    negative_cond = self.negative_text_cond(negative_text, negative_text_embed, negative_text_encodings, batch, n * r)
     repeated = {k: v.repeat_interleave(n * r, dim=0) for k, v in text_cond.items()}
     with eval_mode(self):
         out = self.p_sample_loop((batch * n * r, self.image_embed_dim), repeated, cond_scale=cond_scale, timesteps=timesteps,
-                                 sampler=sampler, eta=eta, progress=progress, generator=generator, latents=latents,
-                                 negative_cond=negative_cond, callback=callback, return_intermediates=return_intermediates,
-                                 cache_text=cache_text, cuda_graph=cuda_graph)
+                                 sampler=sampler, eta=eta, progress=progress, generator=generator, latents=latents, negative_cond=negative_cond,
+                                 callback=callback, return_intermediates=return_intermediates, cache_text=cache_text, cuda_graph=cuda_graph)
     candidates, trajectory = out if return_intermediates else (out, None)
     kept, best = most_text_similar(candidates.view(batch * n, r, -1), text_cond['text_embed'].repeat_interleave(n, 0))
-    if trajectory is None: return kept
-    pick = lambda s: s.view(s.shape[0], batch * n, r, -1)[:, torch.arange(batch * n), best.cpu()]
-    return kept, dict(t=trajectory['t'], x_t=pick(trajectory['x_t']), x0=pick(trajectory['x0']))
+    return kept if trajectory is None else (kept, keep_trajectory(trajectory, best, r))

@@ -32,3 +32,32 @@ def test_weights_that_cannot_be_downloaded_fail_at_once(monkeypatch):
     with pytest.raises(ConnectionError, match=r"cannot download the weights of CLIP ViT-L-14 \(pretrained='openai'\)"):
         make_clip('openai', 'ViT-L-14')
     assert time.time() - start < 5
+
+
+def test_a_registered_builder_gets_its_spec_at_construction(monkeypatch):
+    "A builder that takes `spec=` is handed it; one that does not is wrapped (its adapter is never changed from outside)."
+    import torch
+    from torch import nn
+    import prior_nbdev.clip as clip_module
+
+    class Plain(nn.Module):       # a third-party adapter that records no spec
+        dim_latent = 4
+        def __init__(self): super().__init__(); self.proj = nn.Linear(4, 4)
+        def embed_text(self, tokens): return self.proj(tokens.float()), None
+
+    class Named(Plain):
+        def __init__(self, spec): super().__init__(); self.spec = spec
+
+    built = {}
+    def plain(model=None, pretrained=None): built['plain'] = Plain(); return built['plain']
+    def named(model=None, pretrained=None, spec=None): return Named(spec)
+    monkeypatch.setattr(clip_module, 'clip_builders', lambda: dict(plain=plain, named=named))
+
+    wrapped = clip_module.make_clip('plain', 'tiny', 'local.bin')
+    assert wrapped.spec == dict(make='plain', model='tiny', pretrained='local.bin')
+    assert not hasattr(built['plain'], 'spec')                      # the builder's own object is left as it was
+    assert wrapped.dim_latent == 4 and wrapped.adapter is built['plain']
+    tokens = torch.ones(2, 4)
+    assert torch.equal(wrapped.embed_text(tokens)[0], built['plain'].embed_text(tokens)[0])
+    own = clip_module.make_clip('named', 'tiny')
+    assert type(own) is Named and own.spec == dict(make='named', model='tiny', pretrained=None)

@@ -20,8 +20,8 @@ def test_packaged_clip_is_small_and_has_learned_the_world():
 
 def test_packaged_clip_sees_both_objects_and_the_decoder_draws_them():
     "The CLIP binds attributes to positions (measured 0.95-0.98 for every attribute of both objects); the decoder draws what it holds."
-    from prior_nbdev.lab.shapes import shapes_probes
-    from prior_nbdev.lab.decoder import SHAPES_DECODER_WEIGHTS, shapes_decoder, decoder_report
+    from prior_nbdev.lab.shapes import SHAPES_DECODER_WEIGHTS, shapes_probes
+    from prior_nbdev.lab.decoder import shapes_decoder, decoder_report
     clip = shapes_clip()
     probes, accuracy = shapes_probes(clip, n=3000, n_test=1000)
     assert min(accuracy[k] for k in ('count', 'color', 'shape', 'size', 'arrangement')) > 0.95, accuracy
@@ -56,4 +56,4 @@ def test_demo_command_end_to_end(tmp_path):
     prior = methods['prior, 1 candidate, cond_scale 1']
     assert prior['diversity']['color'] > 0.5, prior
     assert prior['fidelity_one_object'] > methods['text embedding']['fidelity_one_object'], methods
-    assert 'of the ceiling' in result.stderr
+    assert 'of the ceiling' in result.stdout + result.stderr

@@ -20,8 +20,7 @@ import torch
 import prior_nbdev
 site_packages = Path(sys.argv[1]).resolve()
 assert Path(prior_nbdev.__file__).resolve().is_relative_to(site_packages), f'prior_nbdev imported from {prior_nbdev.__file__}'
-from prior_nbdev.lab.shapes import shapes_clip, COLORS
-from prior_nbdev.lab.arithmetic import shapes_prior
+from prior_nbdev.lab.shapes import shapes_clip, shapes_prior, COLORS
 from prior_nbdev.lab.decoder import shapes_decoder
 from prior_nbdev.train import named_configs, load_config
 from prior_nbdev.lab.explorer import APP_NOTEBOOK

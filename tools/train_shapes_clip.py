@@ -41,6 +41,7 @@ from safetensors.torch import save_file
 from prior_nbdev.lab.shapes import (make_shapes_scenes, register_shapes_clip, shapes_clip, ShapesTokenizer, SHAPES_CLIP_WEIGHTS, SHAPES_CLIP_CONFIG,
                               Thing, ordered_pair, shapes_probes, side_of, LABELS)
 from prior_nbdev.metrics import recall_at_k
+from prior_nbdev.trainer import WarmupCosine
 
 
 _CHOICES = {k: LABELS[k] for k in ("color", "shape", "size")}
@@ -113,20 +114,19 @@ def main():
         torch.use_deterministic_algorithms(True, warn_only=True)
     unknown = set(args.vision) - set(SHAPES_CLIP_CONFIG['vision_cfg'])
     if unknown: parser.error(f'--vision: unknown field(s) {sorted(unknown)}; the vision config has {sorted(SHAPES_CLIP_CONFIG["vision_cfg"])}')
-    SHAPES_CLIP_CONFIG['vision_cfg'].update(args.vision)   # before the config is registered with open_clip (this process only)
+    config = {**SHAPES_CLIP_CONFIG, 'vision_cfg': {**SHAPES_CLIP_CONFIG['vision_cfg'], **args.vision}}   # the package's own stays as shipped
     torch.manual_seed(0)
     images, captions, scenes = make_shapes_scenes(args.pairs, seed=0)
     test_images, test_captions, _ = make_shapes_scenes(1000, seed=12345)
-    tokenizer = ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length'])
+    tokenizer = ShapesTokenizer(config['text_cfg']['context_length'])
     reference = shapes_clip(weights=None)                 # for the normalisation constants the adapter will use
-    model = open_clip.create_model(register_shapes_clip()).to(device)
+    model = open_clip.create_model(register_shapes_clip(config)).to(device)
     model.train()
-    print('vision config:', json.dumps(SHAPES_CLIP_CONFIG['vision_cfg']), 'parameters:', sum(p.numel() for p in model.parameters()), flush=True)
+    print('vision config:', json.dumps(config['vision_cfg']), 'parameters:', sum(p.numel() for p in model.parameters()), flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embedding' not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embedding' not in n)]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=0.1), dict(params=rest, weight_decay=0.)], lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
-    warmup = 100
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(warmup_steps=100, cosine_decay_max_steps=args.steps))
     pixels = torch.from_numpy(images).to(device)            # uint8, indexed on the device each step
     mean = torch.tensor(reference.image_mean, device=device)[None, :, None, None]
     std = torch.tensor(reference.image_std, device=device)[None, :, None, None]
@@ -151,10 +151,10 @@ def main():
     model.eval()
     state = {k: v.detach().half().cpu().contiguous() for k, v in model.state_dict().items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, args.out, metadata=dict(config=json.dumps(SHAPES_CLIP_CONFIG), steps=str(args.steps), steps_done=str(steps_done), pairs=str(args.pairs),
+    save_file(state, args.out, metadata=dict(config=json.dumps(config), steps=str(args.steps), steps_done=str(steps_done), pairs=str(args.pairs),
                                              batch_size=str(args.batch_size), complete_fraction=str(args.complete_fraction),
                                              hard_negatives=str(args.hard_negatives), device=str(device)))
-    clip = shapes_clip(weights=args.out)                   # evaluate what was saved, through the adapter (on the CPU)
+    clip = shapes_clip(weights=args.out, config=config)    # evaluate what was saved, through the adapter (on the CPU)
     image_embed, _ = clip.embed_image(torch.from_numpy(test_images).permute(0, 3, 1, 2).float() / 255)
     text_embed, _ = clip.embed_text(tokenizer(test_captions))
     recall = recall_at_k(text_embed, image_embed, (1, 5))

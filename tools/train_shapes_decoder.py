@@ -8,8 +8,8 @@ thread count. Retrain it whenever the packaged CLIP changes: the decoder reads t
 import argparse, json, time
 from pathlib import Path
 import torch
-from prior_nbdev.lab.shapes import shapes_clip, shapes_probes
-from prior_nbdev.lab.decoder import train_decoder, save_decoder, shapes_decoder, decoder_report, SHAPES_DECODER_WEIGHTS
+from prior_nbdev.lab.shapes import SHAPES_DECODER_WEIGHTS, shapes_clip, shapes_probes
+from prior_nbdev.lab.decoder import train_decoder, save_decoder, shapes_decoder, decoder_report
 
 
 def main():

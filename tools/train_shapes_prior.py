@@ -7,7 +7,7 @@ command's examples and the explorer start without training. Deterministic for a 
 import argparse, json, tempfile
 from pathlib import Path
 from prior_nbdev.lab.demo import run_demo, DEMO_STEPS
-from prior_nbdev.lab.shapes import ASSETS
+from prior_nbdev.lab.shapes import SHAPES_PRIOR_WEIGHTS
 from prior_nbdev.checkpoint import load_prior, save_prior
 
 
@@ -16,7 +16,7 @@ def main():
     parser.add_argument('--pairs', type=int, default=24_000)
     parser.add_argument('--steps', type=int, default=DEMO_STEPS)
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--out', default=str(ASSETS / 'shapes_prior.safetensors'))
+    parser.add_argument('--out', default=str(SHAPES_PRIOR_WEIGHTS))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         metrics = run_demo(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads, progress=False, ground_truth=False, pictures=False)

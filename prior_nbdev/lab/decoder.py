@@ -5,6 +5,7 @@
 # %% ../../nbs/17_decoder.ipynb #4a363fb8
 from __future__ import annotations
 import json, math
+from fastcore.basics import patch
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,11 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from ..data import atomic_write
-from .shapes import COLORS, ASSETS, make_shapes_scenes, scene_labels, wrap_caption
+from ..trainer import WarmupCosine
+from .shapes import COLORS, SHAPES_DECODER_WEIGHTS, make_shapes_scenes, scene_labels, shapes_weights, wrap_caption
 
 # %% auto #0
-__all__ = ['PALETTE', 'CLASSES', 'SHAPES_DECODER_WEIGHTS', 'pixel_classes', 'paint', 'ShapesDecoder', 'train_decoder',
-           'save_decoder', 'shapes_decoder', 'decoder_report', 'unclip_figure']
+__all__ = ['PALETTE', 'CLASSES', 'pixel_classes', 'paint', 'ShapesDecoder', 'decoder_data', 'train_decoder', 'save_decoder',
+           'shapes_decoder', 'pixel_accuracy', 'decoder_report', 'unclip_columns', 'unclip_figure']
 
 # %% ../../nbs/17_decoder.ipynb #3f83f95b
 PALETTE = np.array([(30, 30, 30)] + list(COLORS.values()), np.float32)      # class 0: background; 1..6: COLORS in order
@@ -31,12 +33,14 @@ def paint(classes:Tensor)->np.ndarray:
     "uint8 (b, h, w, 3) pictures from class ids (b, h, w)."
     return PALETTE[classes.cpu().numpy()].astype(np.uint8)
 
-# %% ../../nbs/17_decoder.ipynb #14b6ba8e
+# %% ../../nbs/17_decoder.ipynb #745081b1
 def _block(cin:int, cout:int)->nn.Sequential:
+    "Double the resolution, then two 3x3 convolutions from `cin` to `cout` channels (group norm, SiLU)."
     return nn.Sequential(nn.Upsample(scale_factor=2, mode='nearest'),
                          nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU(),
                          nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU())
 
+# %% ../../nbs/17_decoder.ipynb #3bbe869a
 class ShapesDecoder(nn.Module):
     "Image embedding (b, dim) -> logits (b, len(CLASSES), 32, 32) over each pixel's class."
     def __init__(self, dim:int=64, width:int=128, channels:tuple=(64, 32, 16)):
@@ -52,24 +56,29 @@ class ShapesDecoder(nn.Module):
         x = self.project(embeds * math.sqrt(self.dim)).view(len(embeds), self.width, 4, 4)
         return self.out(self.blocks(F.silu(x)))
 
-    @torch.no_grad()
-    def draw(self, embeds:Tensor)->np.ndarray:
-        "uint8 (b, 32, 32, 3) pictures: every pixel painted with its most likely class."
-        return paint(self(embeds.float()).argmax(1))
+# %% ../../nbs/17_decoder.ipynb #a4e91936
+@patch
+@torch.no_grad()
+def draw(self:ShapesDecoder, embeds:Tensor)->np.ndarray:
+    "uint8 (b, 32, 32, 3) pictures: every pixel painted with its most likely class."
+    return paint(self(embeds.float()).argmax(1))
 
-# %% ../../nbs/17_decoder.ipynb #046b92a6
+# %% ../../nbs/17_decoder.ipynb #2ed4e1a0
+def decoder_data(clip, n:int, seed:int=0)->tuple[Tensor, Tensor]:
+    "(image embeddings (n, dim), pixel classes (n, 32, 32)) of `n` fresh scenes of `seed`, embedded by `clip`."
+    from prior_nbdev.clip import embed_pairs
+    images, _, _ = make_shapes_scenes(n, seed=seed)
+    return embed_pairs(clip, images, batch_size=2048)[0], pixel_classes(images)
+
+# %% ../../nbs/17_decoder.ipynb #b6e5f597
 def train_decoder(clip, *, n:int=40_000, steps:int=3000, batch_size:int=64, lr:float=2e-3, seed:int=0,
                   decoder:ShapesDecoder|None=None, log_every:int=0)->tuple[ShapesDecoder, list[float]]:
     "A `ShapesDecoder` trained on `n` scenes of `seed` embedded by `clip`; returns it (in eval mode) and the loss per step."
-    from prior_nbdev.clip import embed_pairs
     torch.manual_seed(seed)
-    images, _, _ = make_shapes_scenes(n, seed=seed)
-    embeds, _ = embed_pairs(clip, images, batch_size=2048)
-    classes = pixel_classes(images)
-    decoder = decoder or ShapesDecoder(dim=embeds.shape[1])
-    decoder.train()
+    embeds, classes = decoder_data(clip, n, seed)
+    decoder = (decoder or ShapesDecoder(dim=embeds.shape[1])).train()
     opt = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(warmup_steps=100, cosine_decay_max_steps=steps))
     gen, losses = torch.Generator().manual_seed(seed), []
     for step in range(steps):
         idx = torch.randint(0, n, (batch_size,), generator=gen)
@@ -79,9 +88,7 @@ def train_decoder(clip, *, n:int=40_000, steps:int=3000, batch_size:int=64, lr:f
         if log_every and (step % log_every == 0 or step == steps - 1): print(f'step {step:5d}  loss {loss.item():.4f}', flush=True)
     return decoder.eval(), losses
 
-# %% ../../nbs/17_decoder.ipynb #328990ba
-SHAPES_DECODER_WEIGHTS = ASSETS / 'shapes_decoder.safetensors'
-
+# %% ../../nbs/17_decoder.ipynb #d2a0bddf
 def save_decoder(decoder:ShapesDecoder, path:str|Path, **metadata):
     "Write `decoder`'s fp16 weights and configuration (plus string `metadata`) to a safetensors file."
     from safetensors.torch import save_file
@@ -89,11 +96,11 @@ def save_decoder(decoder:ShapesDecoder, path:str|Path, **metadata):
     meta = dict(config=json.dumps(decoder.config), **{k: str(v) for k, v in metadata.items()})
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
+# %% ../../nbs/17_decoder.ipynb #6da4e8c2
 def shapes_decoder(weights:str|Path=SHAPES_DECODER_WEIGHTS)->ShapesDecoder:
     "A `ShapesDecoder` (in eval mode, fp32) with the weights of `weights` (default: the packaged ones)."
     from safetensors import safe_open
-    path = Path(weights)
-    if not path.exists(): raise FileNotFoundError(f'{path}: no decoder weights there (tools/train_shapes_decoder.py writes them)')
+    path = shapes_weights('decoder', weights)
     try:
         with safe_open(str(path), 'pt') as f: config, state = json.loads((f.metadata() or {})['config']), {k: f.get_tensor(k) for k in f.keys()}
     except KeyError: raise ValueError(f'{path}: its metadata holds no decoder "config" (not written by save_decoder?)') from None
@@ -101,7 +108,14 @@ def shapes_decoder(weights:str|Path=SHAPES_DECODER_WEIGHTS)->ShapesDecoder:
     decoder.load_state_dict({k: v.float() for k, v in state.items()})
     return decoder.eval()
 
-# %% ../../nbs/17_decoder.ipynb #e01db7f3
+# %% ../../nbs/17_decoder.ipynb #9c5219c4
+def pixel_accuracy(drawn:np.ndarray, images:np.ndarray)->dict[str, float]:
+    "The share of pixels drawn with the right class: of all pixels, and of the shapes' pixels."
+    truth, got = pixel_classes(images), pixel_classes(drawn)
+    shapes = truth > 0
+    return dict(pixel_accuracy=(got == truth).float().mean().item(), shape_pixel_accuracy=(got[shapes] == truth[shapes]).float().mean().item())
+
+# %% ../../nbs/17_decoder.ipynb #747b0ba1
 @torch.no_grad()
 def decoder_report(decoder:ShapesDecoder, clip, probes, n:int=1000, seed:int=4242)->dict:
     "Pixel accuracy and the probes' readings of drawn pictures against the true ones, on `n` fresh scenes."
@@ -109,30 +123,32 @@ def decoder_report(decoder:ShapesDecoder, clip, probes, n:int=1000, seed:int=424
     images, _, scenes = make_shapes_scenes(n, seed=seed)
     embeds, _ = embed_pairs(clip, images, batch_size=2048)
     drawn = np.concatenate([decoder.draw(embeds[s:s + 500]) for s in range(0, n, 500)])
-    truth, got = pixel_classes(images), pixel_classes(drawn)
-    shape_pixels = truth > 0
     labels = scene_labels(scenes)
     redrawn, _ = embed_pairs(clip, drawn, batch_size=2048)
-    return dict(pixel_accuracy=(got == truth).float().mean().item(),
-                shape_pixel_accuracy=(got[shape_pixels] == truth[shape_pixels]).float().mean().item(),
-                probes_on_drawn=probes.accuracy(redrawn, labels), probes_on_true=probes.accuracy(embeds, labels))
+    return dict(pixel_accuracy(drawn, images), probes_on_drawn=probes.accuracy(redrawn, labels), probes_on_true=probes.accuracy(embeds, labels))
 
-# %% ../../nbs/17_decoder.ipynb #1f687468
+# %% ../../nbs/17_decoder.ipynb #2e31c201
 @torch.no_grad()
-def unclip_figure(prior, clip, decoder:ShapesDecoder, captions:list[str], images:np.ndarray|None=None, *,
-                  samples:int=3, candidates:int=2, cond_scale:float=1., timesteps:int=64, seed:int=0):
-    "Rows per caption: [true picture,] decoded own-image embedding, decoded raw text embedding, decoded prior samples."
-    import matplotlib.pyplot as plt
+def unclip_columns(prior, clip, decoder:ShapesDecoder, captions:list[str], images:np.ndarray|None=None, *,
+                   samples:int=3, candidates:int=2, cond_scale:float=1., timesteps:int=64, seed:int=0)->list[tuple[str, np.ndarray]]:
+    "(title, pictures per caption) for each column: [true picture, decoded own-image embedding,] decoded raw text embedding, decoded prior samples."
     from prior_nbdev.clip import embed_pairs
-    image_embed = embed_pairs(clip, images)[0] if images is not None else None
     text_embed, text_encodings = clip.embed_text(clip.tokenize(captions))
     condition = dict(text_embed=text_embed.to(prior.device))
     if prior.condition_on_text_encodings: condition['text_encodings'] = text_encodings.to(prior.device)
     sampled = prior.sample(**condition, num_images_per_prompt=samples, num_samples_per_batch=candidates, cond_scale=cond_scale,
                            timesteps=timesteps, generator=torch.Generator(prior.device).manual_seed(seed)).float().cpu()
-    columns = ([('true\npicture', images), ('decoded own\nimage embedding', decoder.draw(image_embed))] if images is not None else []) + \
-              [('decoded raw\ntext embedding', decoder.draw(text_embed))] + \
-              [(f'decoded prior\nsample {j + 1}', decoder.draw(sampled[j::samples])) for j in range(samples)]
+    own = [('true\npicture', images), ('decoded own\nimage embedding', decoder.draw(embed_pairs(clip, images)[0]))] if images is not None else []
+    return own + [('decoded raw\ntext embedding', decoder.draw(text_embed))] + \
+           [(f'decoded prior\nsample {j + 1}', decoder.draw(sampled[j::samples])) for j in range(samples)]
+
+# %% ../../nbs/17_decoder.ipynb #3fa8972f
+def unclip_figure(prior, clip, decoder:ShapesDecoder, captions:list[str], images:np.ndarray|None=None, *,
+                  samples:int=3, candidates:int=2, cond_scale:float=1., timesteps:int=64, seed:int=0):
+    "Rows per caption: [true picture,] decoded own-image embedding, decoded raw text embedding, decoded prior samples."
+    import matplotlib.pyplot as plt
+    columns = unclip_columns(prior, clip, decoder, captions, images, samples=samples, candidates=candidates,
+                             cond_scale=cond_scale, timesteps=timesteps, seed=seed)
     fig, axes = plt.subplots(len(captions), len(columns), figsize=(1.25 * len(columns), 1.3 * len(captions) + 0.3), squeeze=False)
     for col, (title, pictures) in enumerate(columns):
         axes[0, col].set_title(title, fontsize=6.5)

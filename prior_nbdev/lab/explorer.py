@@ -10,18 +10,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
-from .shapes import make_shapes_dataset, shapes_clip
-from .decoder import shapes_decoder
 from ..checkpoint import load_prior
 from ..clip import images_to_tensor
 from ..arithmetic import prompt_walk
-from .arithmetic import shapes_prior
+from .shapes import make_shapes_dataset, shapes_clip, shapes_prior
+from .decoder import shapes_decoder
 
 # %% auto #0
 __all__ = ['DEMO_DIR_SETTING', 'APP_NOTEBOOK', 'PromptExplorer', 'demo_run', 'load_explorer', 'voila_command', 'explorer_parser',
            'explorer_command', 'explorer_main']
 
-# %% ../../nbs/20_explorer.ipynb #0005
+# %% ../../nbs/20_explorer.ipynb #ab5a94e1
 class PromptExplorer:
     "Prompt → sampled image embedding → similarity against the dataset's baseline, the nearest images, and (with a decoder) a picture."
     def __init__(self, prior, clip, images:np.ndarray, captions:list[str], decoder=None):
@@ -38,38 +37,44 @@ class PromptExplorer:
         sampled = F.normalize(self.prior.sample(text_embed=text, num_samples_per_batch=num_candidates, cond_scale=cond_scale,
                                                 timesteps=timesteps)[0], dim=-1)
         similarity = float(sampled @ F.normalize(text[0], dim=-1))
-        sims = self.gallery @ sampled
-        nearest = sims.topk(6)
+        nearest = (self.gallery @ sampled).topk(6)
         self.last = dict(prompt=prompt, similarity=similarity, percentile=float((self.baseline < similarity).float().mean() * 100),
                          nearest=nearest.indices.tolist(), nearest_similarity=nearest.values.tolist())
         if self.decoder is not None:     # what the sample depicts, and what the raw text embedding would (no prior)
             self.last.update(drawn=self.decoder.draw(sampled[None])[0], drawn_from_text=self.decoder.draw(F.normalize(text, dim=-1))[0])
         return self.last
 
-    def figure(self, result:dict|None=None):
-        "The histogram of the baseline with the sample marked, and the nearest images."
-        import matplotlib.pyplot as plt
-        r = result or self.last
-        fig = plt.figure(figsize=(10, 3.6))
-        drawn = 'drawn' in r
-        ax = fig.add_axes([0.05, 0.34, 0.28 if drawn else 0.38, 0.56])
-        ax.hist(self.baseline.numpy(), bins=40, color='C0', alpha=0.7, label='caption vs its own image (held out)')
-        ax.axvline(r['similarity'], color='C3', lw=2, label=f"sample vs prompt: {r['similarity']:.2f} (percentile {r['percentile']:.0f})")
-        ax.set_xlabel('cosine similarity', fontsize=9); ax.set_title(repr(r['prompt']), fontsize=9)
-        ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(-0.02, -0.2), frameon=False)   # below the axes, off the histogram
-        left, step = (0.55, 0.072) if drawn else (0.47, 0.088)
-        if drawn:
-            for j, (key, title) in enumerate((('drawn', 'decoded\nsample'), ('drawn_from_text', 'decoded raw\ntext embedding'))):
-                a = fig.add_axes([0.36 + 0.085 * j, 0.38, 0.08, 0.45]); a.imshow(r[key]); a.axis('off'); a.set_title(title, fontsize=7)
-        for j, (i, s) in enumerate(zip(r['nearest'], r['nearest_similarity'])):
-            a = fig.add_axes([left + step * j, 0.38, step - 0.008, 0.45]); a.imshow(self.images[i]); a.axis('off'); a.set_title(f'{s:.2f}', fontsize=7)
-        fig.text(left, 0.88, 'held-out images nearest to the sampled embedding', fontsize=8)
-        return fig
-
-# %% ../../nbs/20_explorer.ipynb #0007
+# %% ../../nbs/20_explorer.ipynb #7ce8fbcb
 @patch
-def widget(self:PromptExplorer):
-    "The explorer's widgets, wired to `on_click`."
+def add_pictures(self:PromptExplorer, fig, r:dict):
+    "Draw on `fig`, right of the histogram: the decoded sample and raw text embedding (if any), the nearest held-out images."
+    left, step = (0.55, 0.072) if 'drawn' in r else (0.47, 0.088)
+    if 'drawn' in r:
+        for j, (key, title) in enumerate((('drawn', 'decoded\nsample'), ('drawn_from_text', 'decoded raw\ntext embedding'))):
+            a = fig.add_axes([0.36 + 0.085 * j, 0.38, 0.08, 0.45]); a.imshow(r[key]); a.axis('off'); a.set_title(title, fontsize=7)
+    for j, (i, s) in enumerate(zip(r['nearest'], r['nearest_similarity'])):
+        a = fig.add_axes([left + step * j, 0.38, step - 0.008, 0.45]); a.imshow(self.images[i]); a.axis('off'); a.set_title(f'{s:.2f}', fontsize=7)
+    fig.text(left, 0.88, 'held-out images nearest to the sampled embedding', fontsize=8)
+
+# %% ../../nbs/20_explorer.ipynb #9fe00086
+@patch
+def figure(self:PromptExplorer, result:dict|None=None):
+    "The histogram of the baseline with the sample marked, and the nearest images."
+    import matplotlib.pyplot as plt
+    r = result or self.last
+    fig = plt.figure(figsize=(10, 3.6))
+    ax = fig.add_axes([0.05, 0.34, 0.28 if 'drawn' in r else 0.38, 0.56])
+    ax.hist(self.baseline.numpy(), bins=40, color='C0', alpha=0.7, label='caption vs its own image (held out)')
+    ax.axvline(r['similarity'], color='C3', lw=2, label=f"sample vs prompt: {r['similarity']:.2f} (percentile {r['percentile']:.0f})")
+    ax.set_xlabel('cosine similarity', fontsize=9); ax.set_title(repr(r['prompt']), fontsize=9)
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(-0.02, -0.2), frameon=False)   # below the axes, off the histogram
+    self.add_pictures(fig, r)
+    return fig
+
+# %% ../../nbs/20_explorer.ipynb #1f986d1e
+@patch
+def sample_tab(self:PromptExplorer):
+    "The sample tab: a prompt, sliders for `cond_scale`, candidates and steps, and a button wired to `on_click`."
     import ipywidgets as w
     self.prompt = w.Text(value='a large red circle', description='prompt', placeholder='a small blue square, two shapes, ...', layout=w.Layout(width='60%'))
     self.cond_scale = w.FloatSlider(value=1., min=1., max=5., step=0.5, description='cond_scale', disabled=not self.prior.can_classifier_guidance)
@@ -77,39 +82,32 @@ def widget(self:PromptExplorer):
     self.steps = w.IntSlider(value=64, min=4, max=250, step=4, description='steps')
     self.button = w.Button(description='sample', button_style='primary')
     self.output = w.Output()
-    self.button.on_click(self.on_click)
-    sample_tab = w.VBox([self.prompt, w.HBox([self.cond_scale, self.candidates, self.steps]), self.button, self.output])
+    self.button.on_click(lambda button: self.on_click(button))
+    return w.VBox([self.prompt, w.HBox([self.cond_scale, self.candidates, self.steps]), self.button, self.output])
+
+# %% ../../nbs/20_explorer.ipynb #78764371
+@patch
+def walk_tab(self:PromptExplorer):
+    "The walk tab: two prompts, the number of points and a button wired to `on_walk`."
+    import ipywidgets as w
     self.walk_start = w.Text(value='a large yellow triangle', description='from', layout=w.Layout(width='45%'))
     self.walk_end = w.Text(value='a small green square', description='to', layout=w.Layout(width='45%'))
     self.walk_steps = w.IntSlider(value=7, min=2, max=12, description='points')
     self.walk_button = w.Button(description='walk', button_style='primary')
     self.walk_output = w.Output()
-    self.walk_button.on_click(self.on_walk)
-    walk_tab = w.VBox([w.HBox([self.walk_start, self.walk_end]), self.walk_steps, self.walk_button, self.walk_output])
-    tabs = w.Tab(children=[sample_tab, walk_tab])
+    self.walk_button.on_click(lambda button: self.on_walk(button))
+    return w.VBox([w.HBox([self.walk_start, self.walk_end]), self.walk_steps, self.walk_button, self.walk_output])
+
+# %% ../../nbs/20_explorer.ipynb #23303b42
+@patch
+def widget(self:PromptExplorer):
+    "The explorer's widgets: the sample tab and the walk tab."
+    import ipywidgets as w
+    tabs = w.Tab(children=[self.sample_tab(), self.walk_tab()])
     for i, title in enumerate(('sample', 'walk')): tabs.set_title(i, title)
     return tabs
 
-def _show(output, compute, draw, caption=None):
-    "Run `compute()` and draw its result into the `output` widget; a ValueError (an unknown word, say) is shown as text."
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-    output.clear_output(wait=True)
-    with output:
-        try: result = compute()
-        except ValueError as e: print(e); return None
-        if caption: print(caption(result))
-        fig = draw(result); display(fig); plt.close(fig)
-    return result
-
-@patch
-def on_click(self:PromptExplorer, _=None):
-    "Sample for the current widget values and draw the result in the output area."
-    self.last = _show(self.output, lambda: self.run(self.prompt.value, self.cond_scale.value, self.candidates.value, self.steps.value),
-                      self.figure, lambda r: f"{r['prompt']!r}: the sampled embedding's similarity to the prompt is {r['similarity']:.2f}, "
-                      f"at percentile {r['percentile']:.0f} of held-out captions' similarity to their own images")
-
-# %% ../../nbs/20_explorer.ipynb #842b23a4
+# %% ../../nbs/20_explorer.ipynb #088cb406
 @patch
 def walk(self:PromptExplorer, start:str, end:str, steps:int=7, seed:int=0)->dict:
     "Nearest held-out images along the slerp path from `start`'s sample to `end`'s."
@@ -118,6 +116,7 @@ def walk(self:PromptExplorer, start:str, end:str, steps:int=7, seed:int=0)->dict
     self.last_walk = dict(start=start, end=end, nearest=sims.argmax(-1).tolist(), similarity=sims.max(-1).values.tolist())
     return self.last_walk
 
+# %% ../../nbs/20_explorer.ipynb #a8ecc1d1
 @patch
 def walk_figure(self:PromptExplorer, result:dict|None=None):
     "The nearest image at each point of a walk."
@@ -130,12 +129,33 @@ def walk_figure(self:PromptExplorer, result:dict|None=None):
     fig.tight_layout()
     return fig
 
+# %% ../../nbs/20_explorer.ipynb #586fcf54
+def _show(output, compute, draw, caption=None):
+    "Run `compute()` and draw its result into the `output` widget; a ValueError (an unknown word, say) is shown as text."
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    output.clear_output(wait=True)
+    with output:
+        try: result = compute()
+        except ValueError as e: print(e); return None
+        if caption: print(caption(result))
+        fig = draw(result); display(fig); plt.close(fig)
+    return result
+
+# %% ../../nbs/20_explorer.ipynb #bb4bc646
+@patch
+def on_click(self:PromptExplorer, _=None):
+    "Sample for the current widget values and draw the result in the output area."
+    self.last = _show(self.output, lambda: self.run(self.prompt.value, self.cond_scale.value, self.candidates.value, self.steps.value),
+                      self.figure, lambda r: f"{r['prompt']!r}: the sampled embedding's similarity to the prompt is {r['similarity']:.2f}, "
+                      f"at percentile {r['percentile']:.0f} of held-out captions' similarity to their own images")
+
 @patch
 def on_walk(self:PromptExplorer, _=None):
     "Walk for the current widget values and draw it in the walk tab."
     self.last_walk = _show(self.walk_output, lambda: self.walk(self.walk_start.value, self.walk_end.value, self.walk_steps.value), self.walk_figure)
 
-# %% ../../nbs/20_explorer.ipynb #0009
+# %% ../../nbs/20_explorer.ipynb #f34933f3
 DEMO_DIR_SETTING = 'PRIOR_NBDEV_DEMO_DIR'   # the environment variable naming a demo run for the app notebook
 
 def demo_run(demo_dir:str|Path)->Path:
@@ -144,6 +164,7 @@ def demo_run(demo_dir:str|Path)->Path:
     if not (demo_dir / 'latest.pt').exists(): raise FileNotFoundError(f'{demo_dir} holds no demo run (no latest.pt); run prior_nbdev_demo --out {demo_dir}')
     return demo_dir
 
+# %% ../../nbs/20_explorer.ipynb #ecab34bb
 def load_explorer(demo_dir:str|Path|None=None)->PromptExplorer:
     "An explorer over the shipped demo prior (or a `prior_nbdev_demo` run's) and 1,000 held-out pictures."
     if demo_dir is None:
@@ -164,7 +185,7 @@ def voila_command()->list[str]|None:
     found = shutil.which('voila')
     return None if found is None else [found]
 
-# %% ../../nbs/20_explorer.ipynb #f1a2b3c4
+# %% ../../nbs/20_explorer.ipynb #a09b5eef
 def explorer_parser():
     "The options of `prior_nbdev_explorer`; whatever it does not know goes to Voila."
     import argparse
@@ -179,6 +200,7 @@ def explorer_parser():
                         f'(default: ${DEMO_DIR_SETTING}, else the packaged shapes prior)')
     return parser
 
+# %% ../../nbs/20_explorer.ipynb #79f05b59
 def explorer_command(argv:list[str], environ:dict)->tuple[list[str], dict]:
     "The Voila command line and environment that serve the app notebook for `argv`."
     import sys
@@ -189,6 +211,7 @@ def explorer_command(argv:list[str], environ:dict)->tuple[list[str], dict]:
         raise FileNotFoundError(f'Voila is needed, and neither {sys.executable} nor the PATH has it: pip install prior_nbdev[explore]')
     return [*voila, str(APP_NOTEBOOK), *voila_args], env
 
+# %% ../../nbs/20_explorer.ipynb #7f367f88
 def explorer_main(argv:list[str]|None=None):
     "Entry point of `prior_nbdev_explorer`: the explorer as a standalone page, served by Voila."
     import os, subprocess, sys

@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from .truth import LinearProbes, ClaimRules
+from fastcore.basics import patch
+from ..prior import DiffusionPrior
+from .truth import LinearProbes, ClaimRules, GroundTruth
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'SIZES', 'RELATIONS', 'IMAGE_SIZE', 'VOCAB', 'SHAPES_CLIP_NAME', 'SHAPES_CLIP_CONFIG', 'ASSETS',
-           'SHAPES_CLIP_WEIGHTS', 'SIDES', 'ARRANGEMENTS', 'LABELS', 'SHAPES_RULES', 'Thing', 'sample_scene', 'render',
-           'side_of', 'describe', 'make_shapes_scenes', 'make_shapes_dataset', 'wrap_caption', 'ShapesTokenizer',
-           'register_shapes_clip', 'shapes_clip', 'build_shapes_clip', 'ordered_pair', 'scene_labels', 'Claim',
-           'parse_caption', 'satisfied', 'open_values', 'shapes_probes']
+           'SHAPES_CLIP_WEIGHTS', 'SHAPES_DECODER_WEIGHTS', 'SHAPES_PRIOR_WEIGHTS', 'SIDES', 'ARRANGEMENTS', 'LABELS',
+           'SHAPES_RULES', 'SHAPES_TRUTH', 'Thing', 'sample_scene', 'render', 'side_of', 'describe',
+           'make_shapes_scenes', 'make_shapes_dataset', 'wrap_caption', 'ShapesTokenizer', 'register_shapes_clip',
+           'shapes_weights', 'shapes_clip', 'build_shapes_clip', 'shapes_prior', 'ordered_pair', 'scene_labels',
+           'Claim', 'parse_caption', 'satisfied', 'open_values', 'shapes_probes']
 
 # %% ../../nbs/16_shapes.ipynb #0005
 SHAPES = ('circle', 'square', 'triangle')
@@ -59,7 +62,7 @@ def render(things:list[Thing], rng:np.random.Generator, size:int=IMAGE_SIZE)->np
         image[inside] = np.array(COLORS[t.color]) + rng.normal(0, 12, 3)
     return image.clip(0, 255).astype(np.uint8)
 
-# %% ../../nbs/16_shapes.ipynb #000b
+# %% ../../nbs/16_shapes.ipynb #8b8c77e6
 def _phrase(t:Thing, rng)->str:
     words = ([t.size] if rng.random() < 0.5 else []) + ([t.color] if rng.random() < 0.75 else []) + [t.shape]
     return 'a ' + ' '.join(words)
@@ -68,6 +71,7 @@ def side_of(t:Thing)->str|None:
     "Where a lone shape is, as a caption says it (None: near the middle)."
     return 'on the left' if t.x < 13 else 'on the right' if t.x > 19 else 'at the top' if t.y < 13 else 'at the bottom' if t.y > 19 else None
 
+# %% ../../nbs/16_shapes.ipynb #db3366e7
 def describe(things:list[Thing], relation:str|None, rng:np.random.Generator)->str:
     "A partial, compositional caption of a scene."
     if len(things) == 1:
@@ -81,6 +85,7 @@ def describe(things:list[Thing], relation:str|None, rng:np.random.Generator)->st
     if u < 0.9: return _phrase(things[rng.integers(2)], rng)
     return 'two shapes'
 
+# %% ../../nbs/16_shapes.ipynb #70d078c9
 def make_shapes_scenes(n:int, seed:int=0)->tuple[np.ndarray, list[str], list[tuple[list[Thing], str|None]]]:
     "`n` (images (n, 32, 32, 3) uint8, captions, scenes: each pair's (things, relation)), the same for the same seed."
     rng = np.random.default_rng(seed)
@@ -103,7 +108,7 @@ def wrap_caption(caption:str)->str:
     for old, new in _BREAKS.items(): caption = caption.replace(old, new)
     return caption
 
-# %% ../../nbs/16_shapes.ipynb #0010
+# %% ../../nbs/16_shapes.ipynb #003e4247
 VOCAB = ('a and two shapes small large red green blue yellow purple orange circle square triangle '
          'left right of above below on the at top bottom').split()
 
@@ -114,51 +119,79 @@ class ShapesTokenizer:
         self.end_id = len(VOCAB) + 1
         self.vocab_size = len(VOCAB) + 2
 
-    def __call__(self, texts:list[str]|str)->Tensor:
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
-        for row, text in enumerate(texts):
-            words = text.lower().replace(',', ' ').replace('.', ' ').split()
-            if unknown := [w for w in words if w not in self.ids]:
-                raise ValueError(f'unknown word(s) {unknown} in {text!r}; the shapes world knows: {" ".join(VOCAB)}')
-            ids = [self.ids[w] for w in words][:self.context_length - 1] + [self.end_id]
-            out[row, :len(ids)] = torch.tensor(ids)
-        return out
+    def encode(self, text:str)->list[int]:
+        "The ids of `text`'s words (cut to the context), then the end token."
+        words = text.lower().replace(',', ' ').replace('.', ' ').split()
+        if unknown := [w for w in words if w not in self.ids]:
+            raise ValueError(f'unknown word(s) {unknown} in {text!r}; the shapes world knows: {" ".join(VOCAB)}')
+        return [self.ids[w] for w in words][:self.context_length - 1] + [self.end_id]
 
-# %% ../../nbs/16_shapes.ipynb #0013
+# %% ../../nbs/16_shapes.ipynb #c9b7ea53
+@patch
+def __call__(self:ShapesTokenizer, texts:list[str]|str)->Tensor:
+    "(len(texts), context_length) token ids, 0-padded."
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
+    for row, text in enumerate(texts):
+        ids = self.encode(text)
+        out[row, :len(ids)] = torch.tensor(ids)
+    return out
+
+# %% ../../nbs/16_shapes.ipynb #32ed7653
 SHAPES_CLIP_NAME = 'prior-nbdev-shapes'
 SHAPES_CLIP_CONFIG = dict(embed_dim=64,
     vision_cfg=dict(image_size=IMAGE_SIZE, patch_size=4, width=192, layers=3, head_width=32, mlp_ratio=4.0),
     text_cfg=dict(context_length=12, vocab_size=len(VOCAB) + 2, width=128, heads=4, layers=2))
-ASSETS = Path(__file__).parent / 'assets' if '__file__' in globals() else Path('../prior_nbdev/lab/assets')
-SHAPES_CLIP_WEIGHTS = ASSETS / 'shapes_clip.safetensors'
 
-def register_shapes_clip()->str:
-    "Make open_clip know the shapes CLIP's configuration; returns its name."
-    import open_clip, tempfile
-    if SHAPES_CLIP_NAME not in open_clip.list_models():
-        path = Path(tempfile.mkdtemp()) / f'{SHAPES_CLIP_NAME}.json'
-        path.write_text(json.dumps(SHAPES_CLIP_CONFIG))
+def register_shapes_clip(config:dict|None=None)->str:
+    "Make open_clip know a shapes CLIP configuration (default: `SHAPES_CLIP_CONFIG`); returns its name there."
+    import open_clip, tempfile, hashlib
+    config = SHAPES_CLIP_CONFIG if config is None else config
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+    name = SHAPES_CLIP_NAME if config == SHAPES_CLIP_CONFIG else f'{SHAPES_CLIP_NAME}-{digest}'
+    if name not in open_clip.list_models():
+        (path := Path(tempfile.mkdtemp()) / f'{name}.json').write_text(json.dumps(config))
         open_clip.add_model_config(path)
-    return SHAPES_CLIP_NAME
+    return name
 
-def shapes_clip(weights:str|Path|None=SHAPES_CLIP_WEIGHTS):
-    "The shapes world's CLIP as an `OpenClipAdapter` (with the packaged weights; `weights=None`: untrained)."
+# %% ../../nbs/16_shapes.ipynb #2fa19428
+ASSETS = Path(__file__).parent / 'assets' if '__file__' in globals() else Path('../prior_nbdev/lab/assets')   # the lab's package data
+SHAPES_CLIP_WEIGHTS, SHAPES_DECODER_WEIGHTS, SHAPES_PRIOR_WEIGHTS = (ASSETS / f'shapes_{what}.safetensors' for what in ('clip', 'decoder', 'prior'))
+
+def shapes_weights(what:str, weights:str|Path|None=None)->Path:
+    "The weights file of the shapes world's `what` ('clip', 'decoder' or 'prior'): `weights`, else the packaged one; it must exist."
+    if what not in ('clip', 'decoder', 'prior'): raise ValueError(f"the shapes world ships a 'clip', a 'decoder' and a 'prior'; got {what!r}")
+    path = ASSETS / f'shapes_{what}.safetensors' if weights is None else Path(weights)
+    if not path.exists(): raise FileNotFoundError(f'{path}: no {what} weights there (tools/train_shapes_{what}.py writes them)')
+    return path
+
+# %% ../../nbs/16_shapes.ipynb #76891118
+def shapes_clip(weights:str|Path|None=SHAPES_CLIP_WEIGHTS, config:dict|None=None):
+    "The shapes world's CLIP as an `OpenClipAdapter` (packaged weights; `weights=None`: untrained; `config`: another tower)."
     from prior_nbdev.clip import OpenClipAdapter
-    spec = dict(make='prior_nbdev_shapes', model=None, pretrained=None if Path(weights or '') == SHAPES_CLIP_WEIGHTS else weights and str(weights))
-    return OpenClipAdapter(register_shapes_clip(), pretrained=weights, tokenizer=ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length']), spec=spec)
+    path = None if weights is None else shapes_weights('clip', weights)
+    spec = dict(make='prior_nbdev_shapes', model=None, pretrained=None if path in (None, SHAPES_CLIP_WEIGHTS) else str(weights))
+    tokenizer = ShapesTokenizer(SHAPES_CLIP_CONFIG['text_cfg']['context_length'])
+    return OpenClipAdapter(register_shapes_clip(config), pretrained=path, tokenizer=tokenizer, spec=spec)
 
 def build_shapes_clip(model:str|None=None, pretrained:str|None=None):
     "The CLIP builder registered as `prior_nbdev_shapes` (an entry point of this package; see `12_clip`)."
     if model not in (None, SHAPES_CLIP_NAME): raise ValueError(f'the shapes world has one CLIP, {SHAPES_CLIP_NAME!r}; got model={model!r}')
     return shapes_clip(pretrained) if pretrained else shapes_clip()
 
-# %% ../../nbs/16_shapes.ipynb #f7bd8538
+# %% ../../nbs/16_shapes.ipynb #38aba68f
+def shapes_prior(weights:str|Path=SHAPES_PRIOR_WEIGHTS)->DiffusionPrior:
+    "The shapes world's trained demo prior (text embedding in, image embedding out; guidance-capable), in eval mode."
+    from prior_nbdev.checkpoint import load_prior
+    return load_prior(shapes_weights('prior', weights)).eval()
+
+# %% ../../nbs/16_shapes.ipynb #f267ac36
 SIDES = ('on the left', 'on the right', 'at the top', 'at the bottom', 'in the middle')
 ARRANGEMENTS = ('side by side', 'one above the other')
 LABELS = dict(count=('one', 'two'), color=tuple(COLORS), shape=SHAPES, size=tuple(SIZES), side=SIDES, arrangement=ARRANGEMENTS,
               **{f'{o}_{k}': v for o in 'ab' for k, v in dict(color=tuple(COLORS), shape=SHAPES, size=tuple(SIZES)).items()})
 
+# %% ../../nbs/16_shapes.ipynb #0a755ff3
 def ordered_pair(things:list[Thing])->tuple[Thing, Thing, int]:
     "(A, B, arrangement) of a two-object scene: A is the left or upper object along the axis that separates them more."
     p, q = things
@@ -166,22 +199,22 @@ def ordered_pair(things:list[Thing])->tuple[Thing, Thing, int]:
     first = p.x < q.x if arrangement == 0 else p.y < q.y
     return (p, q, arrangement) if first else (q, p, arrangement)
 
+# %% ../../nbs/16_shapes.ipynb #71952c81
+def _set_attributes(out:dict[str, Tensor], i:int, t:Thing, prefix:str=''):
+    for k in ('color', 'shape', 'size'): out[prefix + k][i] = LABELS[k].index(getattr(t, k))
+
 def scene_labels(scenes:list[tuple[list[Thing], str|None]])->dict[str, Tensor]:
     "Class ids per scene for every name in `LABELS`, -1 where a label does not apply."
     out = {name: torch.full((len(scenes),), -1) for name in LABELS}
     for i, (things, _) in enumerate(scenes):
         out['count'][i] = len(things) - 1
-        if len(things) == 1:
-            t = things[0]
-            for k in ('color', 'shape', 'size'): out[k][i] = LABELS[k].index(getattr(t, k))
-            out['side'][i] = SIDES.index(side_of(t) or 'in the middle')
+        if len(things) == 1: _set_attributes(out, i, things[0]); out['side'][i] = SIDES.index(side_of(things[0]) or 'in the middle')
         else:
             a, b, out['arrangement'][i] = ordered_pair(things)
-            for o, t in (('a', a), ('b', b)):
-                for k in ('color', 'shape', 'size'): out[f'{o}_{k}'][i] = LABELS[k].index(getattr(t, k))
+            _set_attributes(out, i, a, 'a_'); _set_attributes(out, i, b, 'b_')
     return out
 
-# %% ../../nbs/16_shapes.ipynb #8f3ca4a4
+# %% ../../nbs/16_shapes.ipynb #2395fc29
 _RELATIONS = ('left of', 'right of', 'above', 'below', 'and')
 _ATTRS = dict(size=tuple(SIZES), color=tuple(COLORS), shape=SHAPES)
 
@@ -193,6 +226,7 @@ class Claim:
     side:str|None = None                                   # of a single object: one of SIDES[:4]
     two:bool = False                                       # the caption says there are two shapes
 
+# %% ../../nbs/16_shapes.ipynb #b0ea6aeb
 def _parse_phrase(words:list[str], caption:str)->tuple[tuple[str, str], ...]:
     if not words or words[0] != 'a': raise ValueError(f'{caption!r}: expected "a ..." describing a shape, got {" ".join(words)!r}')
     attrs = {}
@@ -203,6 +237,7 @@ def _parse_phrase(words:list[str], caption:str)->tuple[tuple[str, str], ...]:
     if 'shape' not in attrs or words[-1] != attrs['shape']: raise ValueError(f'{caption!r}: each object must end with its shape ({", ".join(SHAPES)})')
     return tuple(sorted(attrs.items()))
 
+# %% ../../nbs/16_shapes.ipynb #a1a67838
 def parse_caption(caption:str)->Claim:
     "The `Claim` of a caption in the shapes world's grammar (a `ValueError` names what does not parse)."
     text = ' '.join(caption.lower().replace(',', ' ').replace('.', ' ').split())
@@ -215,7 +250,7 @@ def parse_caption(caption:str)->Claim:
     if side: text = text[:-len(side) - 1]
     return Claim((_parse_phrase(text.split(), caption),), side=side)
 
-# %% ../../nbs/16_shapes.ipynb #94e57a89
+# %% ../../nbs/16_shapes.ipynb #66f52794
 def _matches(obj:tuple, reading:dict[str, int], prefix:str='')->bool:
     return all(reading[prefix + k] == LABELS[k].index(v) for k, v in obj)
 
@@ -229,6 +264,7 @@ def _slots(claim:Claim, reading:dict[str, int])->list[str]:
     swapped = _matches(claim.objects[0], reading, 'b_') and _matches(claim.objects[1], reading, 'a_')
     return ['b_', 'a_'] if swapped and not direct else ['a_', 'b_']
 
+# %% ../../nbs/16_shapes.ipynb #d8bec719
 def satisfied(claim:Claim, reading:dict[str, int])->bool:
     "Does a probe reading (one row of `LinearProbes.read`) show everything the caption claims?"
     count = reading['count'] + 1
@@ -238,6 +274,7 @@ def satisfied(claim:Claim, reading:dict[str, int])->bool:
         if reading['arrangement'] != int(claim.relation in ('above', 'below')): return False
     return all(_matches(obj, reading, slot) for obj, slot in zip(claim.objects, _slots(claim, reading)))
 
+# %% ../../nbs/16_shapes.ipynb #57c239db
 def open_values(claim:Claim, reading:dict[str, int])->dict[str, int]:
     "The labels a caption leaves open, as read: 'count', 'arrangement', and per named object its unstated attributes ('color', 'color 2', ...)."
     out = {} if claim.two or claim.side else dict(count=reading['count'])
@@ -265,3 +302,6 @@ def _shapes_group(claim:Claim)->str: return 'two_objects' if len(claim.objects) 
 
 SHAPES_RULES = ClaimRules(claim=lambda caption, labels: parse_caption(caption), satisfied=satisfied, open_values=open_values,
                           group=_shapes_group)
+
+# %% ../../nbs/16_shapes.ipynb #bafccd31
+SHAPES_TRUTH = GroundTruth(rules=SHAPES_RULES)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from prior_nbdev.lab.demo import demo_config, demo_embeddings, DEMO_STEPS
+from prior_nbdev.train import LATEST
 from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
 from prior_nbdev.checkpoint import load_prior
 from prior_nbdev.data import validate_embeddings
@@ -119,7 +120,7 @@ def main():
             start = time.time()
             train(config_from_dict(TrainDiffusionPriorConfig, config), progress=False)
             seconds = time.time() - start
-            prior = load_prior(run / 'latest.pt').eval()
+            prior = load_prior(run / LATEST).eval()
             torch.manual_seed(0)
             drawn = prior.sample(text_embed=text_embed[test_open].repeat(8, 1), num_samples_per_batch=1, timesteps=64)
             share = probes.read(drawn)['count'].float().mean().item()

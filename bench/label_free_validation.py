@@ -24,6 +24,7 @@ from prior_nbdev.clip import embed_pairs
 from prior_nbdev.checkpoint import load_prior
 from prior_nbdev.metrics import label_free_metrics, cmmd, LABEL_FREE_KEYS
 from prior_nbdev.lab.truth import ground_truth_report, fit_ridge, Method, TEXT, RIDGE, CEILING
+from prior_nbdev.lab.demo import DEMO_SEED
 from prior_nbdev.sampling import most_text_similar
 
 K, TIMESTEPS = 4, 64
@@ -74,7 +75,7 @@ def main():
     start = time.time()
     clip = shapes_clip()
     probes, _ = shapes_probes(clip, n=4000, n_test=1000)
-    images, captions, _ = make_shapes_scenes(24_000, seed=2024)
+    images, captions, _ = make_shapes_scenes(24_000, seed=DEMO_SEED)
     rows = np.r_[0:10_000, 23_000:24_000]
     image, text = embed_pairs(clip, images[rows], [captions[i] for i in rows], batch_size=4000)
     captions = [captions[i] for i in rows]

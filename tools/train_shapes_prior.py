@@ -7,6 +7,7 @@ command's examples and the explorer start without training. Deterministic for a 
 import argparse, json, tempfile
 from pathlib import Path
 from prior_nbdev.lab.demo import run_demo, DEMO_STEPS
+from prior_nbdev.train import LATEST
 from prior_nbdev.lab.shapes import SHAPES_PRIOR_WEIGHTS
 from prior_nbdev.checkpoint import load_prior, save_prior
 
@@ -20,7 +21,7 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         metrics = run_demo(tmp, num_pairs=args.pairs, steps=args.steps, threads=args.threads, progress=False, ground_truth=False, pictures=False)
-        save_prior(load_prior(Path(tmp) / 'latest.pt'), args.out)
+        save_prior(load_prior(Path(tmp) / LATEST), args.out)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1))
     print(f'wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB)')
 

@@ -15,8 +15,8 @@ from ..data import atomic_write
 from ..train import LATEST
 
 # %% auto #0
-__all__ = ['DEMO_SEED', 'DEMO_HELD_OUT', 'DEMO_STEPS', 'SUMMARY', 'merge', 'test_rows', 'demo_config', 'nearest_images_figure',
-           'demo_embeddings', 'demo_pictures', 'run_demo', 'demo_parser', 'demo_main']
+__all__ = ['DEMO_SEED', 'DEMO_HELD_OUT', 'DEMO_STEPS', 'SUMMARY', 'merge', 'test_rows', 'demo_config', 'retrievals',
+           'nearest_images_figure', 'demo_embeddings', 'demo_pictures', 'run_demo', 'demo_parser', 'demo_main']
 
 # %% ../../nbs/18_demo.ipynb #4c75efd3
 def merge(base:dict, overrides:dict|None)->dict:
@@ -53,23 +53,27 @@ def demo_config(out:Path, *, num_pairs:int, steps:int=DEMO_STEPS, batch_size:int
                    save_every_steps=max(steps // 4, 1), log_every_steps=25, device='cpu', num_threads=threads, resume=False, evaluators=truth),
         tracker=dict(data_path=str(out))), overrides)
 
-# %% ../../nbs/18_demo.ipynb #0017
-def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], gallery_rows:slice, picks:list[int], k:int=4, seed:int=0):
-    "For held-out captions `picks`: the `k` gallery images nearest to the prior's sample and to the raw text embedding."
-    import matplotlib.pyplot as plt
+# %% ../../nbs/18_demo.ipynb #33f46ea4
+def retrievals(prior, clip, images:np.ndarray, captions:list[str], gallery_rows:slice, picks:list[int], k:int=4, seed:int=0)->list:
+    "For captions `picks`: (cosines, gallery rows) of the `k` nearest pictures to the prior's sample, then to the raw text embedding."
     from prior_nbdev.clip import images_to_tensor
-    gallery = clip.embed_image(images_to_tensor(images[gallery_rows]))[0]
+    gallery = F.normalize(clip.embed_image(images_to_tensor(images[gallery_rows]))[0], dim=-1)
     text_embed, text_encodings = clip.embed_text(clip.tokenize([captions[i] for i in picks]))
     torch.manual_seed(seed)
     sampled = prior.sample(text_embed=text_embed, text_encodings=text_encodings if prior.condition_on_text_encodings else None,
                            num_samples_per_batch=2, timesteps=64)
+    return [(F.normalize(query, dim=-1) @ gallery.T).topk(k) for query in (sampled, text_embed)]
+
+# %% ../../nbs/18_demo.ipynb #f5accd00
+def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], gallery_rows:slice, picks:list[int], k:int=4, seed:int=0):
+    "For held-out captions `picks`: the `k` gallery images nearest to the prior's sample and to the raw text embedding."
+    import matplotlib.pyplot as plt
+    found, gallery = retrievals(prior, clip, images, captions, gallery_rows, picks, k, seed), images[gallery_rows]
     fig, axes = plt.subplots(len(picks), 2 * k + 1, figsize=(1.3 * (2 * k + 1), 1.45 * len(picks)))
-    for row, (i, query_text, query_prior) in enumerate(zip(picks, text_embed, sampled)):
+    for row, i in enumerate(picks):
         axes[row, 0].imshow(images[i]); axes[row, 0].set_title(wrap_caption(captions[i]), fontsize=6)
-        for col, query in ((1, query_prior), (k + 1, query_text)):
-            sims = F.normalize(gallery, dim=-1) @ F.normalize(query, dim=-1)
-            for j, g in enumerate(sims.topk(k).indices.tolist()):
-                axes[row, col + j].imshow(images[gallery_rows][g]); axes[row, col + j].set_title(f'{sims[g]:.2f}', fontsize=6)
+        for col, (sims, rows) in zip((1, k + 1), found):
+            for j in range(k): axes[row, col + j].imshow(gallery[rows[row, j]]); axes[row, col + j].set_title(f'{sims[row, j]:.2f}', fontsize=6)
     for ax in axes.flat: ax.axis('off')
     axes[0, 1].set_title('nearest to the prior\'s embedding\n' + axes[0, 1].get_title(), fontsize=7, loc='left')
     axes[0, k + 1].set_title('nearest to the raw text embedding\n' + axes[0, k + 1].get_title(), fontsize=7, loc='left')

@@ -15,6 +15,8 @@ from ..clip import images_to_tensor
 from ..arithmetic import prompt_walk
 from .shapes import make_shapes_dataset, shapes_clip, shapes_prior
 from .decoder import shapes_decoder
+from .demo import DEMO_SEED, SUMMARY, test_rows
+from ..train import LATEST
 
 # %% auto #0
 __all__ = ['DEMO_DIR_SETTING', 'APP_NOTEBOOK', 'PromptExplorer', 'demo_run', 'load_explorer', 'voila_command', 'explorer_parser',
@@ -161,7 +163,7 @@ DEMO_DIR_SETTING = 'PRIOR_NBDEV_DEMO_DIR'   # the environment variable naming a 
 def demo_run(demo_dir:str|Path)->Path:
     "`demo_dir`, checked to hold a `prior_nbdev_demo` run."
     demo_dir = Path(demo_dir)
-    if not (demo_dir / 'latest.pt').exists(): raise FileNotFoundError(f'{demo_dir} holds no demo run (no latest.pt); run prior_nbdev_demo --out {demo_dir}')
+    if not (demo_dir / LATEST).exists(): raise FileNotFoundError(f'{demo_dir} holds no demo run (no {LATEST}); run prior_nbdev_demo --out {demo_dir}')
     return demo_dir
 
 # %% ../../nbs/20_explorer.ipynb #ecab34bb
@@ -171,9 +173,10 @@ def load_explorer(demo_dir:str|Path|None=None)->PromptExplorer:
         images, captions = make_shapes_dataset(1000, seed=99)     # a seed the prior never saw
         return PromptExplorer(shapes_prior(), shapes_clip(), images, captions, decoder=shapes_decoder())
     demo_dir = demo_run(demo_dir)
-    pairs = json.loads((demo_dir / 'summary.json').read_text())['pairs']
-    images, captions = make_shapes_dataset(pairs, seed=2024)
-    return PromptExplorer(load_prior(demo_dir / 'latest.pt'), shapes_clip(), images[-1000:], captions[-1000:], decoder=shapes_decoder())
+    pairs = json.loads((demo_dir / SUMMARY).read_text())['pairs']
+    images, captions = make_shapes_dataset(pairs, seed=DEMO_SEED)
+    held = test_rows(pairs)
+    return PromptExplorer(load_prior(demo_dir / LATEST), shapes_clip(), images[held], captions[held], decoder=shapes_decoder())
 
 # %% ../../nbs/20_explorer.ipynb #ab767f53
 APP_NOTEBOOK = Path(__file__).parent / 'assets' / 'explorer_app.ipynb' if '__file__' in globals() else Path('../prior_nbdev/lab/assets/explorer_app.ipynb')

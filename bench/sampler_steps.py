@@ -26,7 +26,7 @@ os.environ.setdefault('TQDM_DISABLE', '1')
 from pathlib import Path
 import numpy as np
 import torch
-from prior_nbdev.lab.arithmetic import shapes_prior
+from prior_nbdev.lab.shapes import shapes_prior
 from prior_nbdev.lab.demo import demo_embeddings
 from prior_nbdev.data import validate_embeddings
 from prior_nbdev.metrics import similarity_metrics

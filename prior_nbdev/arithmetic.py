@@ -38,6 +38,8 @@ def embed_item(item,                  # a prompt (str), an image embedding (d,),
     if isinstance(item, Tensor) and item.shape == (prior.image_embed_dim,): return item.to(prior.device).float()
     if isinstance(item, (Tensor, np.ndarray)) and len(item.shape) == 3:
         if clip is None: raise ValueError('images need a CLIP adapter: pass clip= or build the prior with one')
+        if not torch.as_tensor(item).is_floating_point() or item.shape[0] != 3:
+            raise TypeError(f'images must be float (3, h, w) in [0, 1], got {item.dtype} {tuple(item.shape)} (uint8 pictures: prior_nbdev.clip.images_to_tensor)')
         return clip.embed_image(torch.as_tensor(item, dtype=torch.float32)[None])[0][0].to(prior.device)
     raise TypeError(f'items must be prompts, ({prior.image_embed_dim},) image embeddings or (3, h, w) images; got {type(item).__name__} {tuple(getattr(item, "shape", ()))}')
 

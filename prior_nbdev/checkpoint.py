@@ -540,5 +540,6 @@ def from_pretrained(cls:DiffusionPrior, pretrained_model_name_or_path:str|Path, 
     "A prior from a `save_pretrained` folder or a Hugging Face Hub id."
     hub_kwargs = dict(force_download=force_download, token=token, cache_dir=cache_dir, local_files_only=local_files_only, revision=revision)
     config_file, weights = _pretrained_files(str(pretrained_model_name_or_path), **{k: v for k, v in hub_kwargs.items() if v})
+    config = _pretrained_config(config_file)     # the config is checked before the weights are read
     state, _, _ = prior_state(weights)
-    return load_prior(dict(model=state, config=_pretrained_config(config_file), format=FORMAT), clip=clip, device=device)
+    return load_prior(dict(model=state, config=config, format=FORMAT), clip=clip, device=device)

@@ -5,19 +5,20 @@
 # %% ../nbs/08_legacy.ipynb #f9a8380e
 from __future__ import annotations
 import dataclasses
+from functools import partial
 import torch
 import torch.nn.functional as F
 from dataclasses import dataclass
 from torch import nn, Tensor
 from fastcore.basics import patch
-from .transformer import LayerNorm, Attention, FeedForward, RelPosBias, RotaryEmbedding, SinusoidalPosEmb, CausalTransformer
+from .transformer import LayerNorm, Attention, FeedForward, RelPosBias, SinusoidalPosEmb, CausalTransformer
 from .network import DiffusionPriorNetwork, NetConfig, TextCache, check_width
 from .prior import DiffusionPrior, PriorConfig
 
 # %% auto #0
 __all__ = ['NUMERICS', 'CURRENT', 'Numerics', 'numerics_for_release', 'detect_numerics', 'LegacyLayerNorm', 'legacy_norm',
-           'LegacyAttention', 'LegacyFeedForward', 'ScaledRelPosBias', 'TruncatedSinusoidalPosEmb',
-           'LegacyCausalTransformer', 'LegacyDiffusionPriorNetwork', 'network_from_config', 'prior_from_config']
+           'LegacyAttention', 'LegacyFeedForward', 'ScaledRelPosBias', 'TruncatedSinusoidalPosEmb', 'legacy_parts',
+           'LegacyDiffusionPriorNetwork', 'network_from_config', 'prior_from_config']
 
 # %% ../nbs/08_legacy.ipynb #00c84884
 @dataclass(frozen=True)
@@ -116,35 +117,28 @@ class TruncatedSinusoidalPosEmb(SinusoidalPosEmb):
     def forward(self, t:Tensor)->Tensor: return super().forward(t).trunc()
 
 # %% ../nbs/08_legacy.ipynb #d59fbb28
-class LegacyCausalTransformer(CausalTransformer):
-    "The causal transformer built with a profile's attention, norms and position bias."
-    def __init__(self, numerics:Numerics, *, dim:int, depth:int, dim_head:int, heads:int, ff_mult:float, norm_in:bool,
-                 norm_out:bool, attn_dropout:float, ff_dropout:float, final_proj:bool, normformer:bool, rotary_emb:bool):
-        super().__init__(dim=dim, depth=depth, dim_head=dim_head, heads=heads, ff_mult=ff_mult, norm_in=norm_in, norm_out=norm_out,
-                         attn_dropout=attn_dropout, ff_dropout=ff_dropout, final_proj=final_proj, normformer=normformer, rotary_emb=rotary_emb)
-        rotary = RotaryEmbedding(min(32, dim_head)) if rotary_emb else None
-        self.layers = nn.ModuleList([nn.ModuleList([
-            LegacyAttention(dim, numerics, dim_head=dim_head, heads=heads, dropout=attn_dropout, rotary_emb=rotary),
-            LegacyFeedForward(dim, numerics, mult=ff_mult, dropout=ff_dropout, post_activation_norm=normformer)]) for _ in range(depth)])
-        self.rel_pos_bias = ScaledRelPosBias(heads=heads, scale=numerics.bias_scale)
-        if norm_in: self.init_norm = legacy_norm(dim, numerics)
-        if norm_out: self.norm = legacy_norm(dim, numerics, stable=True)
+def legacy_parts(numerics:Numerics)->dict:
+    "The modules a profile's transformer is built from: its attention, feed-forward, norms and position bias."
+    return dict(attention=partial(LegacyAttention, numerics=numerics), feed_forward=partial(LegacyFeedForward, numerics=numerics),
+                norm=partial(legacy_norm, numerics=numerics), position_bias=partial(ScaledRelPosBias, scale=numerics.bias_scale))
 
 # %% ../nbs/08_legacy.ipynb #ec8615b2
 class LegacyDiffusionPriorNetwork(DiffusionPriorNetwork):
     "A `DiffusionPriorNetwork` that computes as the dalle2-pytorch release profile `numerics` did (see `NUMERICS`)."
     def __init__(self, numerics:str, **kwargs):
         if numerics not in NUMERICS: raise ValueError(f'unknown numerics profile {numerics!r}; expected one of {list(NUMERICS)}')
+        self.numerics = NUMERICS[numerics]       # read by `parts` and `add_null_tokens` while the network is built
         super().__init__(**kwargs)
-        self.config = c = dataclasses.replace(self.config, numerics=numerics)
-        self.numerics = n = NUMERICS[numerics]
-        self.causal_transformer = LegacyCausalTransformer(n, dim=c.dim, depth=c.depth, dim_head=c.dim_head, heads=c.heads,
-            ff_mult=c.ff_mult, norm_in=c.norm_in, norm_out=c.norm_out, attn_dropout=c.attn_dropout, ff_dropout=c.ff_dropout,
-            final_proj=c.final_proj, normformer=c.normformer, rotary_emb=c.rotary_emb)
-        if n.integer_time_embedding and self.continuous_embedded_time: self.to_time_embeds[0][0] = TruncatedSinusoidalPosEmb(self.dim)
-        if n.null_tokens != 'split':
-            del self.null_text_encodings, self.null_text_embeds, self.null_image_embed
-            if n.null_tokens == 'padding': self.null_text_embed = nn.Parameter(torch.randn(1, self.max_text_len, self.dim))
+        self.config = dataclasses.replace(self.config, numerics=numerics)
+
+    def parts(self)->dict:
+        sinusoids = TruncatedSinusoidalPosEmb if self.numerics.integer_time_embedding else SinusoidalPosEmb
+        return dict(legacy_parts(self.numerics), sinusoids=sinusoids)
+
+    def add_null_tokens(self, c:NetConfig):
+        "The profile's null tokens: the current three ('split'), one padding table before 1.9 ('padding'), none in <= 0.15."
+        if self.numerics.null_tokens == 'split': super().add_null_tokens(c)
+        elif self.numerics.null_tokens == 'padding': self.null_text_embed = nn.Parameter(torch.randn(1, c.max_text_len, c.dim))
 
 # %% ../nbs/08_legacy.ipynb #5e2d5679
 @patch(as_prop=True)

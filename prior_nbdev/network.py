@@ -122,17 +122,17 @@ def tokens_from_embedding(dim:int, n:int)->nn.Sequential:
     "(b, dim) -> (b, n, dim): the embedding itself when n = 1, else through a Linear."
     return as_tokens(n, nn.Linear(dim, dim * n) if n > 1 else nn.Identity())
 
-def tokens_from_time(c:NetConfig)->nn.Sequential:
-    "(b,) timesteps -> (b, num_time_embeds, dim): a learned table, or sinusoids and an MLP for continuous time."
+def tokens_from_time(c:NetConfig, sinusoids=SinusoidalPosEmb)->nn.Sequential:
+    "(b,) timesteps -> (b, num_time_embeds, dim): a learned table, or `sinusoids` and an MLP for continuous time."
     width = c.dim * c.num_time_embeds
-    first = nn.Embedding(c.num_timesteps, width) if c.num_timesteps is not None else nn.Sequential(SinusoidalPosEmb(c.dim), MLP(c.dim, width))
+    first = nn.Embedding(c.num_timesteps, width) if c.num_timesteps is not None else nn.Sequential(sinusoids(c.dim), MLP(c.dim, width))
     return as_tokens(c.num_time_embeds, first)
 
 # %% ../nbs/03_network.ipynb #55f683d1
-def transformer_from_config(c:NetConfig)->CausalTransformer:
-    "The `CausalTransformer` that `c` describes (its fields named like the transformer's arguments)."
+def transformer_from_config(c:NetConfig, **parts)->CausalTransformer:
+    "The `CausalTransformer` that `c` describes (its fields named like the transformer's arguments), built from `parts`."
     names = inspect.signature(CausalTransformer).parameters
-    return CausalTransformer(**{k: v for k, v in c.to_dict().items() if k in names})
+    return CausalTransformer(**{k: v for k, v in c.to_dict().items() if k in names}, **parts)
 
 # %% ../nbs/03_network.ipynb #0020
 class DiffusionPriorNetwork(nn.Module):
@@ -149,10 +149,18 @@ class DiffusionPriorNetwork(nn.Module):
         self.num_time_embeds, self.num_image_embeds, self.num_text_embeds = c.num_time_embeds, c.num_image_embeds, c.num_text_embeds
         self.continuous_embedded_time = c.num_timesteps is None
         self.to_text_embeds = tokens_from_embedding(c.dim, c.num_text_embeds)
-        self.to_time_embeds = tokens_from_time(c)
+        self.to_time_embeds = tokens_from_time(c, self.parts().get('sinusoids', SinusoidalPosEmb))
         self.to_image_embeds = tokens_from_embedding(c.dim, c.num_image_embeds)
         self.learned_query = nn.Parameter(torch.randn(c.dim))
-        self.causal_transformer = transformer_from_config(c)
+        self.causal_transformer = transformer_from_config(c, **{k: v for k, v in self.parts().items() if k != 'sinusoids'})
+        self.add_null_tokens(c)
+
+    def parts(self)->dict:
+        "The modules the network is built from where they are not the current ones (an old release's network names its own)."
+        return {}
+
+    def add_null_tokens(self, c:NetConfig):
+        "The learned stand-ins for a dropped condition: text encodings, text embedding, image embedding."
         self.null_text_encodings = nn.Parameter(torch.randn(1, c.max_text_len, c.dim))
         self.null_text_embeds = nn.Parameter(torch.randn(1, c.num_text_embeds, c.dim))
         self.null_image_embed = nn.Parameter(torch.randn(1, c.dim))

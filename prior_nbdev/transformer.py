@@ -174,15 +174,19 @@ class CausalTransformer(nn.Module):
                  final_proj:bool=True,    # Linear(dim, dim) at the very end
                  normformer:bool=False,   # Extra norm after the feed-forward activation
                  rotary_emb:bool=True,    # Rotary embedding on the first min(32, dim_head) features
+                 attention=Attention,     # Builds each layer's attention: (dim, dim_head=, heads=, dropout=, rotary_emb=)
+                 feed_forward=FeedForward,# Builds each layer's feed-forward: (dim, mult=, dropout=, post_activation_norm=)
+                 norm=LayerNorm,          # Builds the input and output norms: (dim, stable=)
+                 position_bias=RelPosBias,# Builds the relative position bias: (heads=)
                 ):
         super().__init__()
-        self.init_norm = LayerNorm(dim) if norm_in else nn.Identity()
-        self.rel_pos_bias = RelPosBias(heads=heads)
+        self.init_norm = norm(dim) if norm_in else nn.Identity()
+        self.rel_pos_bias = position_bias(heads=heads)
         rotary = RotaryEmbedding(min(32, dim_head)) if rotary_emb else None
         self.layers = nn.ModuleList([nn.ModuleList([
-            Attention(dim, dim_head=dim_head, heads=heads, dropout=attn_dropout, rotary_emb=rotary),
-            FeedForward(dim, mult=ff_mult, dropout=ff_dropout, post_activation_norm=normformer)]) for _ in range(depth)])
-        self.norm = LayerNorm(dim, stable=True) if norm_out else nn.Identity()
+            attention(dim, dim_head=dim_head, heads=heads, dropout=attn_dropout, rotary_emb=rotary),
+            feed_forward(dim, mult=ff_mult, dropout=ff_dropout, post_activation_norm=normformer)]) for _ in range(depth)])
+        self.norm = norm(dim, stable=True) if norm_out else nn.Identity()
         self.project_out = nn.Linear(dim, dim, bias=False) if final_proj else nn.Identity()
 
 # %% ../nbs/02_transformer.ipynb #300954a0

@@ -258,6 +258,7 @@ def score_prior(scorer:Scorer, draws:list[Tensor], text_embed:Tensor, candidates
     return mean_scores([scorer([pick(d, g) for d in draws]) for g in range(draws[0].shape[1] // candidates)])
 
 # %% ../../nbs/15_truth.ipynb #c42a5dda
+@torch.no_grad()
 def ground_truth_report(prior, probes:LinearProbes, rules:ClaimRules,
                         captions:list[str], text_embed:Tensor, image_embed:Tensor,      # held-out pairs
                         train_captions:list[str], train_text:Tensor, train_image:Tensor, # the pairs the prior was trained on
@@ -360,9 +361,9 @@ def __call__(self:GroundTruth, prior, data:EvalData)->Evaluation|None:
     "The report on `data.test` (None without a test split), with its figure, lines and the trackers' fidelities."
     if data.test is None: return None
     tc, ds, tr, te = data.config.train, data.train.dataset, data.train, data.test
-    train, _ = labelled_rows(prior, ds, tr.start, min(tr.end, tr.start + self.rows))
+    train, train_labels = labelled_rows(prior, ds, tr.start, min(tr.end, tr.start + self.rows))
     test, test_labels = labelled_rows(prior, ds, te.start, min(te.end, te.start + self.test_rows))
-    probes = LinearProbes.fit(train['image_embed'], ds.read_labels(tr.start, min(tr.end, tr.start + self.rows)))
+    probes = LinearProbes.fit(train['image_embed'], train_labels)
     report = ground_truth_report(prior, probes, self.rules, test['captions'], test['text_embed'], test['image_embed'],
                                  train['captions'], train['text_embed'], train['image_embed'], labels=test_labels,
                                  settings=[tuple(s) for s in self.settings], timesteps=tc.eval_timesteps[0], seed=tc.random_seed,

@@ -10,7 +10,7 @@ one of them. For every test caption each method makes K = 4 embeddings: the raw 
 predictor, the packaged prior (64 DDIM steps) with one candidate, the best of 2 by text similarity, and at cond_scale
 3; and the data's own pictures (K training pictures with the same caption: the best prior there can be).
 
-Each method's K embeddings are scored by the metrics chapter's `ground_truth_report` (replayed to it as a prior's draws)
+Each method's K embeddings are scored by the truth chapter's `ground_truth_report` (replayed to it as a prior's draws)
 and by `label_free_metrics` once per draw (samples = that draw, one per caption; real = the test split's image
 embeddings; conditional spread from all K), averaged over the K draws. Timings depend on what else runs.
 """

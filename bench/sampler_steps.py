@@ -7,7 +7,7 @@ samples depict, by the seed's similarities and by speed.
 The packaged prior (`prior_nbdev/lab/assets/shapes_prior.safetensors`) was trained by `prior_nbdev_demo` on the first 22,000 of
 the demo's 24,000 pairs (seed 2024); the last 1,000 pairs are its test split, never seen in training. As the training
 command's ground-truth pass does, probes are fitted on the first 10,000 training pairs' image embeddings and
-`ground_truth_report` (metrics chapter) draws K=4 embeddings per held-out caption and reports fidelity (the share of
+`ground_truth_report` (`15_truth`) draws K=4 embeddings per held-out caption and reports fidelity (the share of
 captions whose claims the probes read from the embedding) and, per label a caption leaves open, the spread of what the K
 draws show against the data's own. Beside it, per row: the seed's similarities of the same draws (with the text, with the
 test pair's own image), and embeddings per second of the sampling calls on this CPU (`--threads`, batches of

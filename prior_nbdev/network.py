@@ -149,14 +149,15 @@ class DiffusionPriorNetwork(nn.Module):
         self.num_time_embeds, self.num_image_embeds, self.num_text_embeds = c.num_time_embeds, c.num_image_embeds, c.num_text_embeds
         self.continuous_embedded_time = c.num_timesteps is None
         self.to_text_embeds = tokens_from_embedding(c.dim, c.num_text_embeds)
-        self.to_time_embeds = tokens_from_time(c, self.parts().get('sinusoids', SinusoidalPosEmb))
+        parts = self.parts()
+        self.to_time_embeds = tokens_from_time(c, parts.pop('sinusoids', SinusoidalPosEmb))
         self.to_image_embeds = tokens_from_embedding(c.dim, c.num_image_embeds)
         self.learned_query = nn.Parameter(torch.randn(c.dim))
-        self.causal_transformer = transformer_from_config(c, **{k: v for k, v in self.parts().items() if k != 'sinusoids'})
+        self.causal_transformer = transformer_from_config(c, **parts)
         self.add_null_tokens(c)
 
     def parts(self)->dict:
-        "The modules the network is built from where they are not the current ones (an old release's network names its own)."
+        "The modules the network is built from where they are not the current ones: the transformer's builders and `sinusoids` (an old release's network names its own)."
         return {}
 
     def add_null_tokens(self, c:NetConfig):

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from .shapes import make_shapes_scenes, scene_labels, shapes_clip, wrap_caption, LABELS
 from .decoder import shapes_decoder, unclip_figure
 from ..data import atomic_write
-from ..train import LATEST
+from ..clip import images_to_tensor, write_clip_embeddings
+from ..checkpoint import load_prior
+from ..train import LATEST, train, config_from_dict, save_figure, TrainDiffusionPriorConfig
 
 # %% auto #0
 __all__ = ['DEMO_SEED', 'DEMO_HELD_OUT', 'DEMO_STEPS', 'SUMMARY', 'merge', 'test_rows', 'demo_config', 'retrievals',
@@ -56,7 +58,6 @@ def demo_config(out:Path, *, num_pairs:int, steps:int=DEMO_STEPS, batch_size:int
 # %% ../../nbs/18_demo.ipynb #33f46ea4
 def retrievals(prior, clip, images:np.ndarray, captions:list[str], gallery_rows:slice, picks:list[int], k:int=4, seed:int=0)->list:
     "For captions `picks`: (cosines, gallery rows) of the `k` nearest pictures to the prior's sample, then to the raw text embedding."
-    from prior_nbdev.clip import images_to_tensor
     gallery = F.normalize(clip.embed_image(images_to_tensor(images[gallery_rows]))[0], dim=-1)
     text_embed, text_encodings = clip.embed_text(clip.tokenize([captions[i] for i in picks]))
     torch.manual_seed(seed)
@@ -83,7 +84,6 @@ def nearest_images_figure(prior, clip, images:np.ndarray, captions:list[str], ga
 # %% ../../nbs/18_demo.ipynb #118ebb82
 def demo_embeddings(out:Path, num_pairs:int, progress:bool=True):
     "The demo's world (`DEMO_SEED`) embedded by the packaged CLIP into `out/embeddings` (clip-retrieval's layout, what each picture shows in the metadata); (images, captions, clip)."
-    from prior_nbdev.clip import write_clip_embeddings
     images, captions, scenes = make_shapes_scenes(num_pairs, seed=DEMO_SEED)
     clip = shapes_clip()
     write_clip_embeddings(clip, images, captions, Path(out) / 'embeddings', labels={k: v.numpy() for k, v in scene_labels(scenes).items()},
@@ -93,7 +93,6 @@ def demo_embeddings(out:Path, num_pairs:int, progress:bool=True):
 # %% ../../nbs/18_demo.ipynb #119da5c8
 def demo_pictures(out:Path, prior, clip, images:np.ndarray, captions:list[str]):
     "`nearest.png` (what the prior's embeddings retrieve) and `unclip.png` (what the packaged decoder draws from them) for five test captions."
-    from prior_nbdev.train import save_figure
     rows = test_rows(len(captions))
     picks = [rows.start + i for i in (3, 11, 25, 40, 57)]
     save_figure(nearest_images_figure(prior, clip, images, captions, rows, picks), out / 'nearest.png', dpi=130)
@@ -103,8 +102,6 @@ def demo_pictures(out:Path, prior, clip, images:np.ndarray, captions:list[str]):
 def run_demo(out:str|Path, *, num_pairs:int=24_000, steps:int=DEMO_STEPS, threads:int|None=None, progress:bool=True,
              ground_truth:bool=True, probe_rows:int=10_000, overrides:dict|None=None, pictures:bool=True)->dict:
     "Generate the shapes world, embed it, train a prior, evaluate it on the held-out pairs (with `ground_truth`, by what its samples depict); the test metrics."
-    from prior_nbdev.train import train, config_from_dict, TrainDiffusionPriorConfig
-    from prior_nbdev.checkpoint import load_prior
     import time
     out, start = Path(out), time.time()
     out.mkdir(parents=True, exist_ok=True)

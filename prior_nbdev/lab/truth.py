@@ -351,7 +351,7 @@ def labelled_rows(prior, dataset, start:int, end:int)->tuple[dict, dict[str, Ten
 # %% ../../nbs/15_truth.ipynb #bdb202c7
 def text_encodings_for(prior, captions:list[str], batch:int=512)->Tensor|None:
     "The captions' token encodings from the prior's CLIP, for priors conditioned on them (None otherwise)."
-    if not getattr(prior, 'condition_on_text_encodings', False): return None
+    if not prior.condition_on_text_encodings: return None
     return torch.cat([prior.clip.embed_text(prior.clip.tokenize(captions[s:s + batch]))[1].cpu() for s in range(0, len(captions), batch)])
 
 # %% ../../nbs/15_truth.ipynb #2ac6fa0c
